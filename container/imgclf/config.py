@@ -1,0 +1,240 @@
+"""Hyperparameters and the SageMaker training environment, read once at the edge.
+
+SageMaker's training toolkit passes hyperparameters as sorted ``--key value`` pairs
+(every value started life as a string in hyperparameters.json) and describes the job
+in ``SM_*`` environment variables. Everything else in the package takes these values
+as arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULERS = ("cosine", "step", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CACHE_MODES = ("auto", "true", "false")
+
+# Channel names we accept, canonical name first.
+CHANNEL_ALIASES = {
+    "train": ("train", "training"),
+    "valid": ("valid", "validation", "val"),
+    "test": ("test", "testing"),
+    "pretrained": ("pretrained",),
+}
+
+
+class ConfigError(ValueError):
+    """Input the user must fix: a hyperparameter, a channel or the data in it."""
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    arch: str = "resnet50"
+    pretrained: bool = True
+    freeze_backbone: bool = False
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 0.001
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    lr_scheduler: str = "cosine"
+    lr_warmup_epochs: int = 0
+    lr_step_size: int = 10
+    lr_gamma: float = 0.1
+    image_size: int = 224
+    random_crop_min_scale: float = 0.08
+    horizontal_flip: bool = True
+    num_workers: int = -1  # -1: chosen from the CPU and GPU count
+    seed: int = 42
+    early_stopping_patience: int = 0  # 0: off
+    precision: str = "auto"
+    cache_images: str = "auto"
+
+
+def _integer(minimum: int, maximum: int | None = None) -> tuple[Callable[[str], Any], str]:
+    def convert(text: str) -> int:
+        value = float(text)  # the tuner may send "3.0" for an integer range
+        if not value.is_integer():
+            raise ValueError
+        value = int(value)
+        if value < minimum or (maximum is not None and value > maximum):
+            raise ValueError
+        return value
+
+    allowed = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
+    return convert, allowed
+
+
+def _number(minimum: float, maximum: float | None = None, *, open_max: bool = False) -> tuple[Callable[[str], Any], str]:
+    def convert(text: str) -> float:
+        value = float(text)
+        if not value >= minimum:  # also rejects nan
+            raise ValueError
+        if maximum is not None and (value > maximum or (open_max and value == maximum)):
+            raise ValueError
+        return value
+
+    if maximum is None:
+        allowed = f"a number >= {minimum:g}"
+    else:
+        allowed = f"a number from {minimum:g} to {maximum:g}" + (" (exclusive)" if open_max else "")
+    return convert, allowed
+
+
+def _choice(choices: Sequence[str]) -> tuple[Callable[[str], Any], str]:
+    def convert(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError
+        return value
+
+    return convert, "one of " + ", ".join(choices)
+
+
+def _boolean() -> tuple[Callable[[str], Any], str]:
+    truthy, falsy = ("true", "1", "yes"), ("false", "0", "no")
+
+    def convert(text: str) -> bool:
+        value = text.strip().lower()
+        if value not in truthy + falsy:
+            raise ValueError
+        return value in truthy
+
+    return convert, "true or false"
+
+
+def _workers() -> tuple[Callable[[str], Any], str]:
+    convert_int, _ = _integer(0)
+
+    def convert(text: str) -> int:
+        return -1 if text.strip().lower() == "auto" else convert_int(text)
+
+    return convert, "auto or an integer >= 0"
+
+
+_PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "arch": _choice(ARCHS),
+    "pretrained": _boolean(),
+    "freeze_backbone": _boolean(),
+    "epochs": _integer(1),
+    "batch_size": _integer(1),
+    "lr": _number(0.0, 10.0),
+    "optimizer": _choice(OPTIMIZERS),
+    "momentum": _number(0.0, 1.0, open_max=True),
+    "weight_decay": _number(0.0),
+    "label_smoothing": _number(0.0, 1.0, open_max=True),
+    "lr_scheduler": _choice(LR_SCHEDULERS),
+    "lr_warmup_epochs": _integer(0),
+    "lr_step_size": _integer(1),
+    "lr_gamma": _number(0.0, 1.0),
+    "image_size": _integer(16, 1024),
+    "random_crop_min_scale": _number(0.01, 1.0),
+    "horizontal_flip": _boolean(),
+    "num_workers": _workers(),
+    "seed": _integer(0),
+    "early_stopping_patience": _integer(0),
+    "precision": _choice(PRECISIONS),
+    "cache_images": _choice(CACHE_MODES),
+}
+assert set(_PARSERS) == {f.name for f in dataclasses.fields(Hyperparameters)}
+
+
+def hyperparameter_names() -> list[str]:
+    return [name.replace("_", "-") for name in _PARSERS]
+
+
+def _pairs(argv: Sequence[str]) -> list[tuple[str, str]]:
+    pairs, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument {arg!r}: hyperparameters come as --name value")
+        if "=" in arg:
+            key, value = arg[2:].split("=", 1)
+            i += 1
+        elif i + 1 < len(argv):
+            key, value = arg[2:], argv[i + 1]
+            i += 2
+        else:
+            raise ConfigError(f"hyperparameter {arg[2:]!r} has no value")
+        pairs.append((key, value))
+    return pairs
+
+
+def parse_hyperparameters(argv: Sequence[str]) -> Hyperparameters:
+    """Parse ``--name value`` pairs; names may use dashes or underscores.
+
+    Names starting with an underscore are SageMaker's own (the tuner adds
+    ``_tuning_objective_metric``) and are ignored.
+    """
+    values: dict[str, Any] = {}
+    for key, text in _pairs(argv):
+        if key.startswith("_"):
+            continue
+        name = key.replace("-", "_")
+        if name not in _PARSERS:
+            raise ConfigError(
+                f"unknown hyperparameter {key!r}; known: {', '.join(hyperparameter_names())}"
+            )
+        convert, allowed = _PARSERS[name]
+        try:
+            values[name] = convert(text)
+        except (ValueError, OverflowError):
+            raise ConfigError(
+                f"hyperparameter {name.replace('_', '-')!r} = {text!r} is invalid: expected {allowed}"
+            ) from None
+    return Hyperparameters(**values)
+
+
+@dataclass(frozen=True)
+class TrainingEnv:
+    """Where the job reads and writes, as SageMaker's training toolkit describes it."""
+
+    model_dir: Path
+    output_dir: Path
+    output_data_dir: Path
+    checkpoint_dir: Path
+    channels: dict[str, Path]
+    num_gpus: int
+    num_cpus: int
+    current_host: str
+    hosts: tuple[str, ...]
+
+    def channel(self, name: str) -> Path | None:
+        """The folder of a channel by canonical name, accepting its aliases."""
+        for alias in CHANNEL_ALIASES[name]:
+            if alias in self.channels:
+                return self.channels[alias]
+        return None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> TrainingEnv:
+        base = Path(environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
+        if "SM_CHANNELS" in environ:
+            names = json.loads(environ["SM_CHANNELS"])
+            channels = {n: Path(environ.get(f"SM_CHANNEL_{n.upper()}", base / "input/data" / n)) for n in names}
+        else:  # run without the toolkit: every folder under input/data is a channel
+            data = base / "input" / "data"
+            channels = {p.name: p for p in sorted(data.iterdir()) if p.is_dir()} if data.is_dir() else {}
+        hosts = tuple(json.loads(environ.get("SM_HOSTS", '["localhost"]')))
+        return cls(
+            model_dir=Path(environ.get("SM_MODEL_DIR", base / "model")),
+            output_dir=Path(environ.get("SM_OUTPUT_DIR", base / "output")),
+            output_data_dir=Path(environ.get("SM_OUTPUT_DATA_DIR", base / "output" / "data")),
+            checkpoint_dir=Path(environ.get("SM_CHECKPOINT_DIR", base / "checkpoints")),
+            channels=channels,
+            num_gpus=int(environ.get("SM_NUM_GPUS", "0")),
+            num_cpus=int(environ.get("SM_NUM_CPUS", str(os.cpu_count() or 1))),
+            current_host=environ.get("SM_CURRENT_HOST", hosts[0]),
+            hosts=hosts,
+        )

@@ -1,0 +1,186 @@
+"""Channels in ImageFolder layout -> datasets of uint8 images.
+
+Every image is decoded once up front, in threads: corrupt files are found and skipped
+before training starts, and when the decoded images fit in memory they are kept,
+so later epochs do no JPEG decoding at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from .config import ConfigError
+from .preprocess import ImageError, ImageSpec, decode_image, eval_preprocess, resize_shorter_side
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+MAX_TRAINING_PIXELS = 178_956_970  # Pillow's own decompression-bomb limit
+CACHE_MEMORY_FRACTION = 0.5  # at most this share of available RAM goes to the image cache
+_NUMERIC_PREFIX = re.compile(r"^\d+[._\-\s]+")
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    index: int
+    folder: str
+    label: str
+
+
+def display_label(folder: str) -> str:
+    """``001.Affenpinscher`` -> ``Affenpinscher``; ``American_water_spaniel`` -> ``American water spaniel``."""
+    return _NUMERIC_PREFIX.sub("", folder).replace("_", " ").strip() or folder
+
+
+def scan_channel(name: str, root: Path) -> dict[str, list[Path]]:
+    """Class folder -> its image files, sorted."""
+    if not root.is_dir():
+        raise ConfigError(f"channel {name!r}: {root} is not a folder")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise ConfigError(
+            f"channel {name!r} at {root} has no class folders; expected one folder per class "
+            f"(e.g. {name}/001.Affenpinscher/image.jpg)"
+        )
+    files = {}
+    for folder in folders:
+        files[folder.name] = sorted(
+            p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        )
+    return files
+
+
+def check_same_classes(scans: dict[str, dict[str, list[Path]]]) -> None:
+    """Every channel must hold the same class folders as 'train'."""
+    reference = set(scans["train"])
+    problems = []
+    for name, scan in scans.items():
+        missing, extra = sorted(reference - set(scan)), sorted(set(scan) - reference)
+        if missing or extra:
+            parts = ([f"missing {missing}"] if missing else []) + ([f"not in train {extra}"] if extra else [])
+            problems.append(f"channel {name!r}: " + "; ".join(parts))
+    if problems:
+        raise ConfigError("channels have different classes: " + " | ".join(problems))
+
+
+def class_list(scan: dict[str, list[Path]]) -> list[ClassInfo]:
+    return [ClassInfo(i, folder, display_label(folder)) for i, folder in enumerate(sorted(scan))]
+
+
+@dataclass
+class Split:
+    """One channel's usable images: paths, targets and, when cached, the decoded images."""
+
+    name: str
+    paths: list[Path]
+    targets: list[int]
+    images: list[torch.Tensor] | None
+    skipped: int
+
+
+def _estimated_bytes(count: int, side: int, square: bool) -> int:
+    return count * 3 * side * (side if square else side * 4 // 3)
+
+
+def should_cache(mode: str, scans: dict[str, dict[str, list[Path]]], spec: ImageSpec) -> bool:
+    if mode != "auto":
+        return mode == "true"
+    needed = sum(
+        _estimated_bytes(sum(map(len, scan.values())), spec.resize_size, square=name != "train")
+        for name, scan in scans.items()
+    )
+    budget = int(psutil.virtual_memory().available * CACHE_MEMORY_FRACTION)
+    log.info("image cache needs about %.2f GB of a %.2f GB budget", needed / 1e9, budget / 1e9)
+    return needed <= budget
+
+
+def loader_for(split_name: str, spec: ImageSpec) -> Callable[[Path], torch.Tensor]:
+    """Path -> the uint8 image a split stores: train keeps the whole picture for random crops."""
+
+    def load(path: Path) -> torch.Tensor:
+        image = decode_image(path, spec.resize_size, MAX_TRAINING_PIXELS)
+        if split_name == "train":
+            return resize_shorter_side(image, spec.resize_size)
+        return eval_preprocess(image, spec)
+
+    return load
+
+
+def load_split(
+    name: str,
+    scan: dict[str, list[Path]],
+    classes: list[ClassInfo],
+    spec: ImageSpec,
+    cache: bool,
+    threads: int,
+) -> Split:
+    """Decode every image once; skip and count the ones that fail; fail on an empty class."""
+    load = loader_for(name, spec)
+    jobs = [(path, c.index) for c in classes for path in scan[c.folder]]
+
+    def decode(job: tuple[Path, int]) -> torch.Tensor | None:
+        try:
+            image = load(job[0])
+        except ImageError as e:
+            log.warning("channel %r: skipping %s: %s", name, job[0], e)
+            return None
+        return image if cache else torch.empty(0)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        decoded = list(pool.map(decode, jobs))
+
+    kept = [(job, image) for job, image in zip(jobs, decoded) if image is not None]
+    counts = {c.index: 0 for c in classes}
+    for (_, target), _ in kept:
+        counts[target] += 1
+    empty = [c.folder for c in classes if counts[c.index] == 0]
+    if empty:
+        raise ConfigError(f"channel {name!r}: class folder(s) with no readable images: {', '.join(empty)}")
+    skipped = len(jobs) - len(kept)
+    log.info(
+        "channel %r: %d images in %d classes, %d unreadable skipped, %s",
+        name, len(kept), len(classes), skipped, "cached in memory" if cache else "decoded each epoch",
+    )
+    return Split(
+        name=name,
+        paths=[job[0] for job, _ in kept],
+        targets=[job[1] for job, _ in kept],
+        images=[image for _, image in kept] if cache else None,
+        skipped=skipped,
+    )
+
+
+def train_augmentation(spec: ImageSpec, min_scale: float, flip: bool) -> v2.Transform:
+    steps: list[v2.Transform] = [v2.RandomResizedCrop(spec.image_size, scale=(min_scale, 1.0), antialias=True)]
+    if flip:
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose(steps)
+
+
+class ImageDataset(Dataset):
+    """(uint8 CHW image, class index) pairs from a Split, decoding from disk when not cached."""
+
+    def __init__(self, split: Split, spec: ImageSpec, transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.split = split
+        self.load = loader_for(split.name, spec)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.split.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        images = self.split.images
+        image = images[index] if images is not None else self.load(self.split.paths[index])
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.split.targets[index]

@@ -1,0 +1,143 @@
+"""The network, its ImageNet starting point, and the artifacts that carry it to the server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models
+
+from .config import ConfigError
+from .data import ClassInfo
+from .preprocess import ImageSpec
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.pt"
+CLASSES_FILE = "classes.json"
+SPEC_FILE = "model.json"
+FORMAT_VERSION = 1
+
+
+def imagenet_weights_filename(arch: str) -> str:
+    """The file torchvision downloads for the arch's default weights, e.g. resnet50-11ad3fa6.pth."""
+    return os.path.basename(models.get_model_weights(arch).DEFAULT.url)
+
+
+def _find_local_weights(arch: str, pretrained_dir: Path | None) -> Path | None:
+    filename = imagenet_weights_filename(arch)
+    if pretrained_dir is not None:
+        candidates = sorted(p for p in pretrained_dir.rglob("*") if p.suffix in (".pth", ".pt") and p.is_file())
+        exact = [p for p in candidates if p.name == filename]
+        if exact or len(candidates) == 1:
+            return (exact or candidates)[0]
+        raise ConfigError(
+            f"channel 'pretrained' at {pretrained_dir} should hold {filename} (or exactly one .pth/.pt file); "
+            f"found {[p.name for p in candidates] or 'none'}"
+        )
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    return cached if cached.is_file() else None
+
+
+def load_imagenet_weights(model: nn.Module, arch: str, pretrained_dir: Path | None) -> None:
+    """Load ImageNet weights: the 'pretrained' channel, then torch's hub cache, then a download."""
+    path = _find_local_weights(arch, pretrained_dir)
+    if path is not None:
+        log.info("loading ImageNet weights for %s from %s", arch, path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    else:
+        weights = models.get_model_weights(arch).DEFAULT
+        log.info("downloading ImageNet weights for %s from %s", arch, weights.url)
+        try:
+            state = weights.get_state_dict(progress=False)
+        except Exception as e:
+            raise ConfigError(
+                f"could not get ImageNet weights for {arch}: no 'pretrained' channel, no "
+                f"{Path(torch.hub.get_dir()) / 'checkpoints' / imagenet_weights_filename(arch)}, and the download "
+                f"failed ({type(e).__name__}: {e}). Add a 'pretrained' channel holding "
+                f"{imagenet_weights_filename(arch)} or set pretrained=false."
+            ) from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ConfigError(f"the ImageNet weights in {path} do not fit {arch}: {str(e)[:300]}") from None
+
+
+def build_model(arch: str, num_classes: int) -> nn.Module:
+    """A torchvision classifier with a fresh head of ``num_classes`` outputs."""
+    model = models.get_model(arch, weights=None)
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+def create_model(
+    arch: str, num_classes: int, pretrained: bool, pretrained_dir: Path | None, freeze_backbone: bool
+) -> nn.Module:
+    model = models.get_model(arch, weights=None)
+    if pretrained:
+        load_imagenet_weights(model, arch, pretrained_dir)
+    elif freeze_backbone:
+        raise ConfigError("freeze-backbone=true needs pretrained=true: a frozen random backbone cannot learn")
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    if freeze_backbone:
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad = name.startswith("fc.")
+    return model
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the server needs to rebuild and feed the model."""
+
+    arch: str
+    num_classes: int
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def image(self) -> ImageSpec:
+        return ImageSpec(self.image_size, tuple(self.mean), tuple(self.std))
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_artifacts(
+    model_dir: Path, state_dict: dict[str, torch.Tensor], spec: ModelSpec, classes: list[ClassInfo], extra: dict
+) -> None:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    cpu_state = {k: v.detach().to("cpu", copy=True) for k, v in state_dict.items()}
+    _write_atomic(model_dir / WEIGHTS_FILE, lambda p: torch.save(cpu_state, p))
+    _write_atomic(
+        model_dir / CLASSES_FILE, lambda p: p.write_text(json.dumps([asdict(c) for c in classes], indent=1))
+    )
+    spec_json = {**asdict(spec), "resize_size": spec.image.resize_size, **extra}
+    _write_atomic(model_dir / SPEC_FILE, lambda p: p.write_text(json.dumps(spec_json, indent=1)))
+
+
+def load_artifacts(model_dir: Path) -> tuple[nn.Module, ModelSpec, list[ClassInfo]]:
+    """Rebuild the trained model on the CPU from ``save_artifacts``'s files (no pickle)."""
+    missing = [f for f in (WEIGHTS_FILE, CLASSES_FILE, SPEC_FILE) if not (model_dir / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{model_dir} lacks {', '.join(missing)}: is it the output of this image's train?")
+    raw = json.loads((model_dir / SPEC_FILE).read_text())
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{model_dir / SPEC_FILE} has format_version {raw.get('format_version')}, expected {FORMAT_VERSION}")
+    spec = ModelSpec(
+        arch=raw["arch"], num_classes=raw["num_classes"], image_size=raw["image_size"],
+        mean=tuple(raw["mean"]), std=tuple(raw["std"]),
+    )
+    classes = [ClassInfo(**c) for c in json.loads((model_dir / CLASSES_FILE).read_text())]
+    model = build_model(spec.arch, spec.num_classes)
+    model.load_state_dict(torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    return model, spec, classes

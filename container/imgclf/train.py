@@ -1,0 +1,277 @@
+"""The training program sagemaker-training's ``train`` runs (SAGEMAKER_PROGRAM).
+
+Fine-tunes a torchvision ResNet on the ``train`` channel, picks the best epoch on
+``valid``, reports ``test``, and leaves the model in SM_MODEL_DIR.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import random
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from . import data, metrics
+from .config import ConfigError, Hyperparameters, TrainingEnv, parse_hyperparameters
+from .model import ModelSpec, create_model, save_artifacts
+from .preprocess import ImageSpec, normalize
+
+log = logging.getLogger("imgclf.train")
+
+FAILURE_REASON_LIMIT = 1024  # DescribeTrainingJob shows this many characters
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s", force=True
+    )
+
+
+def write_failure(output_dir: Path, message: str) -> None:
+    """Leave the reason where SageMaker reads it (the toolkit keeps an existing file)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "failure").write_text(message[:FAILURE_REASON_LIMIT])
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def choose_precision(requested: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32."""
+    if requested == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if requested == "fp16" and device.type != "cuda":
+        raise ConfigError("precision=fp16 needs a GPU; use auto, fp32 or bf16 on a CPU instance")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[requested]
+
+
+def build_optimizer(hp: Hyperparameters, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if hp.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.momentum > 0)
+    if hp.optimizer == "adam":
+        return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+
+
+def build_scheduler(hp: Hyperparameters, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step learning-rate factor: linear warm-up, then cosine, step or constant."""
+    warmup = hp.lr_warmup_epochs * steps_per_epoch
+    total = hp.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if hp.lr_scheduler == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        if hp.lr_scheduler == "step":
+            return hp.lr_gamma ** (step // steps_per_epoch // hp.lr_step_size)
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def default_workers(requested: int, device: torch.device, num_cpus: int) -> int:
+    if requested >= 0:
+        return requested
+    return min(8, num_cpus) if device.type == "cuda" else max(1, num_cpus // 2)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    scaler: torch.amp.GradScaler,
+    spec: ImageSpec,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    epoch_label: str,
+) -> dict[str, float]:
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen, start = 0, time.perf_counter()
+    log_every = max(1, len(loader) // 10)
+    for step, (images, targets) in enumerate(loader, 1):
+        inputs = normalize(images, spec, device)
+        targets = targets.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            outputs = model(inputs)
+            loss = criterion(outputs, targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+
+        loss_sum += loss.detach().float() * targets.size(0)
+        correct += (outputs.argmax(1) == targets).sum()
+        seen += targets.size(0)
+        if step % log_every == 0 or step == len(loader):
+            log.info(
+                "%s step %d/%d loss %.4f lr %.3g %.1f images/s",
+                epoch_label, step, len(loader), loss.item(), optimizer.param_groups[0]["lr"],
+                seen / (time.perf_counter() - start),
+            )
+    seconds = time.perf_counter() - start
+    return {"loss": loss_sum.item() / seen, "accuracy": correct.item() / seen, "seconds": seconds, "images_per_sec": seen / seconds}
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    criterion: nn.Module,
+    spec: ImageSpec,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> dict[str, float]:
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen, start = 0, time.perf_counter()
+    for images, targets in loader:
+        inputs = normalize(images, spec, device)
+        targets = targets.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            outputs = model(inputs)
+        loss_sum += criterion(outputs.float(), targets) * targets.size(0)
+        correct += (outputs.argmax(1) == targets).sum()
+        seen += targets.size(0)
+    seconds = time.perf_counter() - start
+    return {"loss": loss_sum.item() / seen, "accuracy": correct.item() / seen, "seconds": seconds, "images_per_sec": seen / seconds}
+
+
+def load_splits(hp: Hyperparameters, env: TrainingEnv, spec: ImageSpec) -> tuple[list[data.ClassInfo], dict[str, data.Split]]:
+    roots = {name: env.channel(name) for name in ("train", "valid", "test")}
+    if roots["train"] is None:
+        raise ConfigError(
+            f"missing required channel 'train' (channels given: {sorted(env.channels) or 'none'}); "
+            "pass one folder per class under it"
+        )
+    scans = {name: data.scan_channel(name, root) for name, root in roots.items() if root is not None}
+    data.check_same_classes(scans)
+    classes = data.class_list(scans["train"])
+    cache = data.should_cache(hp.cache_images, scans, spec)
+    threads = max(2, env.num_cpus)
+    splits = {name: data.load_split(name, scan, classes, spec, cache, threads) for name, scan in scans.items()}
+    return classes, splits
+
+
+def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    amp_dtype = choose_precision(hp.precision, device)
+    generator = seed_everything(hp.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    log.info("device %s, precision %s, hyperparameters %s", device, amp_dtype or "fp32", json.dumps(asdict(hp)))
+
+    spec = ImageSpec(hp.image_size)
+    classes, splits = load_splits(hp, env, spec)
+    if hp.early_stopping_patience and "valid" not in splits:
+        raise ConfigError("early-stopping-patience needs a 'valid' channel to watch")
+
+    workers = default_workers(hp.num_workers, device, env.num_cpus)
+    loader_args = dict(
+        batch_size=hp.batch_size, num_workers=workers, pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
+    train_set = data.ImageDataset(
+        splits["train"], spec, data.train_augmentation(spec, hp.random_crop_min_scale, hp.horizontal_flip)
+    )
+    train_loader = DataLoader(
+        train_set, shuffle=True, drop_last=len(train_set) > hp.batch_size, generator=generator, **loader_args
+    )
+    eval_loaders = {
+        name: DataLoader(data.ImageDataset(split, spec), shuffle=False, **loader_args)
+        for name, split in splits.items() if name != "train"
+    }
+
+    model = create_model(hp.arch, len(classes), hp.pretrained, env.channel("pretrained"), hp.freeze_backbone)
+    model = model.to(device, memory_format=torch.channels_last)
+    criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
+    optimizer = build_optimizer(hp, model)
+    scheduler = build_scheduler(hp, optimizer, len(train_loader))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    model_spec = ModelSpec(hp.arch, len(classes), hp.image_size, spec.mean, spec.std)
+
+    history: list[dict] = []
+    best = {"epoch": 0, "valid_accuracy": -1.0, "state": None}
+    for epoch in range(1, hp.epochs + 1):
+        label = f"epoch={epoch}/{hp.epochs}"
+        train_metrics = train_one_epoch(
+            model, train_loader, criterion, optimizer, scheduler, scaler, spec, device, amp_dtype, label
+        )
+        if not math.isfinite(train_metrics["loss"]):
+            raise ConfigError(
+                f"training diverged in epoch {epoch}: the loss is {train_metrics['loss']}; try a lower lr (now {hp.lr:g})"
+            )
+        log.info(metrics.metric_line(label, "train", train_metrics))
+        record = {"epoch": epoch, "train": train_metrics}
+        if "valid" in eval_loaders:
+            record["valid"] = evaluate(model, eval_loaders["valid"], criterion, spec, device, amp_dtype)
+            log.info(metrics.metric_line(label, "valid", record["valid"]))
+        history.append(record)
+
+        score = record["valid"]["accuracy"] if "valid" in record else epoch  # no valid: keep the latest
+        if score > best["valid_accuracy"]:
+            best = {"epoch": epoch, "valid_accuracy": score, "state": copy.deepcopy(model.state_dict())}
+            extra = {"best_epoch": epoch, "valid": record.get("valid")}
+            save_artifacts(env.model_dir, best["state"], model_spec, classes, extra)
+            log.info("saved the model of epoch %d to %s", epoch, env.model_dir)
+        elif hp.early_stopping_patience and epoch - best["epoch"] >= hp.early_stopping_patience:
+            log.info("early stopping: valid accuracy has not improved for %d epochs", epoch - best["epoch"])
+            break
+
+    summary = {"best_epoch": best["epoch"], "history": history}
+    if "test" in eval_loaders:
+        model.load_state_dict(best["state"])
+        summary["test"] = evaluate(model, eval_loaders["test"], criterion, spec, device, amp_dtype)
+        log.info(metrics.metric_line(f"final epoch={best['epoch']}", "test", summary["test"]))
+    env.output_data_dir.mkdir(parents=True, exist_ok=True)
+    (env.output_data_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
+    log.info("model (epoch %d) in %s; metrics in %s", best["epoch"], env.model_dir, env.output_data_dir / "metrics.json")
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    setup_logging()
+    env = TrainingEnv.from_environ()
+    try:
+        hp = parse_hyperparameters(sys.argv[1:] if argv is None else argv)
+        run(hp, env)
+    except ConfigError as e:
+        log.error("training failed: %s", e)
+        write_failure(env.output_dir, str(e))
+        return 1
+    except Exception as e:
+        log.exception("training failed with an unexpected error")
+        tail = "".join(traceback.format_exception(e)[-3:])
+        write_failure(env.output_dir, f"unexpected error {type(e).__name__}: {e}\n{tail}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
