@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -52,3 +56,60 @@ def trained(tmp_path_factory, sample_data) -> tuple[Path, str]:
     code, output = run_job(base, channels_of(sample_data), {**FAST, "epochs": "5"})
     assert code == 0, output[-3000:]
     return base, output
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServeProcess:
+    """The real ``serve`` command on a free loopback port."""
+
+    def __init__(self, model_dir: Path, log_path: Path, env: dict | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        environ = {**os.environ, "SM_MODEL_DIR": str(model_dir), "SAGEMAKER_BIND_TO_PORT": str(self.port),
+                   "IMGCLF_HOST": "127.0.0.1", **(env or {})}
+        serve = Path(sys.executable).parent / "serve"
+        self.log_file = open(log_path, "w")
+        self.process = subprocess.Popen([str(serve)], env=environ, stdout=self.log_file, stderr=subprocess.STDOUT)
+
+    def wait_until_healthy(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log()
+            try:
+                if requests.get(self.url + "/ping", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("serve never became healthy:\n" + self.log())
+
+    def log(self) -> str:
+        if not self.log_file.closed:
+            self.log_file.flush()
+        return self.log_path.read_text()
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log_file.close()
+        return self.process.returncode
+
+
+@pytest.fixture(scope="session")
+def server(trained, tmp_path_factory):
+    base, _ = trained
+    process = ServeProcess(base / "model", tmp_path_factory.mktemp("serve") / "serve.log")
+    process.wait_until_healthy()
+    yield process
+    process.stop()

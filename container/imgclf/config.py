@@ -238,3 +238,64 @@ class TrainingEnv:
             current_host=environ.get("SM_CURRENT_HOST", hosts[0]),
             hosts=hosts,
         )
+
+
+def _env_int(environ: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={text!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"environment variable {name}={value} must be >= {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """How ``serve`` runs, from SageMaker's hosting variables (and a few of our own, IMGCLF_*)."""
+
+    model_dir: Path
+    host: str
+    port: int
+    workers: int
+    threads_per_worker: int
+    torch_threads: int
+    gpus: int
+    timeout: int
+    max_payload_bytes: int
+    max_image_pixels: int
+    max_images_per_request: int
+    max_batch_size: int
+    max_batch_wait_ms: int
+    default_top_k: int
+    max_concurrent_transforms: int
+    batch_strategy: str
+
+    @classmethod
+    def from_environ(cls, gpus: int, cpus: int, environ: Mapping[str, str] = os.environ) -> ServingConfig:
+        base = Path(environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
+        # One model copy per GPU; on CPU, few workers with several torch threads each.
+        workers = _env_int(environ, "SAGEMAKER_MODEL_SERVER_WORKERS", gpus if gpus else max(1, cpus // 4))
+        payload_mb = _env_int(environ, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6)
+        return cls(
+            model_dir=Path(environ.get("SM_MODEL_DIR", base / "model")),
+            host=environ.get("IMGCLF_HOST", "0.0.0.0"),
+            port=_env_int(environ, "SAGEMAKER_BIND_TO_PORT", 8080),
+            workers=workers,
+            threads_per_worker=_env_int(environ, "IMGCLF_THREADS_PER_WORKER", 64),
+            torch_threads=_env_int(environ, "IMGCLF_TORCH_THREADS", max(1, cpus // workers)),
+            gpus=gpus,
+            timeout=_env_int(environ, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60),
+            # The runtime API caps real-time bodies at 6,291,456 bytes (6 MiB); batch transform may send more.
+            max_payload_bytes=max(payload_mb, 6) * 1024 * 1024,
+            max_image_pixels=_env_int(environ, "IMGCLF_MAX_IMAGE_PIXELS", 64_000_000),
+            max_images_per_request=_env_int(environ, "IMGCLF_MAX_IMAGES_PER_REQUEST", 256),
+            max_batch_size=_env_int(environ, "IMGCLF_MAX_BATCH_SIZE", 32),
+            max_batch_wait_ms=_env_int(environ, "IMGCLF_MAX_BATCH_WAIT_MS", 5, minimum=0),
+            default_top_k=_env_int(environ, "IMGCLF_TOP_K", 5),
+            max_concurrent_transforms=_env_int(environ, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", max(1, workers) * 4),
+            batch_strategy=environ.get("SAGEMAKER_BATCH_STRATEGY", "SINGLE_RECORD").upper(),
+        )

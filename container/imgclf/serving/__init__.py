@@ -1,0 +1,1 @@
+"""The ``serve`` side: gunicorn + Flask on port 8080 with /ping and /invocations."""

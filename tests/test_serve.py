@@ -1,0 +1,209 @@
+"""The real ``serve`` process over HTTP on loopback, with the model the real ``train`` made."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+from PIL import Image
+
+from conftest import ServeProcess
+from imgclf.data import ClassInfo
+from imgclf.model import ModelSpec, build_model, save_artifacts
+
+
+def sample_images(sample_data: Path, per_class: int = 2) -> list[tuple[str, bytes]]:
+    """(label, PNG bytes) from the test split."""
+    out = []
+    for folder in sorted((sample_data / "test").iterdir()):
+        for path in sorted(folder.iterdir())[:per_class]:
+            out.append((folder.name.split(".", 1)[1], path.read_bytes()))
+    return out
+
+
+def as_format(png: bytes, fmt: str, **save_args) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(png)).save(buffer, fmt, **save_args)
+    return buffer.getvalue()
+
+
+def post(server, body: bytes, content_type: str | None, **kwargs) -> requests.Response:
+    headers = {"Content-Type": content_type} if content_type else {}
+    headers.update(kwargs.pop("headers", {}))
+    return requests.post(server.url + "/invocations", data=body, headers=headers, timeout=30, **kwargs)
+
+
+def top1(response: requests.Response) -> str:
+    assert response.status_code == 200, response.text
+    return response.json()["predictions"][0][0]["label"]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "fmt"),
+    [("image/png", None), ("image/jpeg", "JPEG"), ("application/x-image", "JPEG"), ("application/octet-stream", None)],
+)
+def test_each_image_content_type_predicts(server, sample_data, content_type, fmt):
+    images = sample_images(sample_data)
+    correct = sum(
+        top1(post(server, as_format(png, fmt, quality=95) if fmt else png, content_type)) == label
+        for label, png in images
+    )
+    assert correct >= 0.8 * len(images)
+
+
+def test_response_shape_and_default_top_k(server, sample_data):
+    _, png = sample_images(sample_data)[0]
+    response = post(server, png, "image/png")
+    assert response.headers["Content-Type"] == "application/json"
+    (ranked,) = response.json()["predictions"]
+    assert len(ranked) == 5
+    assert set(ranked[0]) == {"label", "index", "probability"}
+    probabilities = [p["probability"] for p in ranked]
+    assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.0001
+
+
+def test_json_batch_matches_single_requests(server, sample_data):
+    images = sample_images(sample_data, per_class=1)
+    body = json.dumps({"instances": [{"b64": base64.b64encode(png).decode()} for _, png in images], "top_k": 3})
+    response = post(server, body.encode(), "application/json")
+    assert response.status_code == 200, response.text
+    batch = response.json()["predictions"]
+    assert len(batch) == len(images) and all(len(p) == 3 for p in batch)
+    for (_, png), predicted in zip(images, batch):
+        single = post(server, png, "image/png", params={"top_k": 3}).json()["predictions"][0]
+        assert [p["index"] for p in predicted] == [p["index"] for p in single]
+        assert [p["probability"] for p in predicted] == pytest.approx([p["probability"] for p in single], abs=1e-4)
+
+
+def test_top_k_from_query_header_and_clipped_to_classes(server, sample_data):
+    _, png = sample_images(sample_data)[0]
+    assert len(post(server, png, "image/png", params={"top_k": 2}).json()["predictions"][0]) == 2
+    header = {"X-Amzn-SageMaker-Custom-Attributes": "trace=abc,top_k=4"}
+    assert len(post(server, png, "image/png", headers=header).json()["predictions"][0]) == 4
+    assert len(post(server, png, "image/png", params={"top_k": 50}).json()["predictions"][0]) == 10
+
+
+def bomb_png() -> bytes:
+    """A tiny file that declares 400 million pixels."""
+    buffer = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def b64_json(*payloads: bytes) -> bytes:
+    return json.dumps({"instances": [{"b64": base64.b64encode(p).decode()} for p in payloads]}).encode()
+
+
+ERROR_CASES = {
+    "unsupported content type": (b"hello", "text/csv", {}, 415, "Content-Type 'text/csv' is not supported"),
+    "missing content type": (b"hello", None, {}, 415, "Content-Type is required"),
+    "unsupported accept": (b"x", "image/png", {"headers": {"Accept": "text/csv"}}, 406, "Accept 'text/csv'"),
+    "empty body": (b"", "image/jpeg", {}, 400, "request body is empty"),
+    "not an image": (b"GIF89a but not really", "image/jpeg", {}, 400, "not a readable image"),
+    "oversized body": (b"\0" * (6 * 1024 * 1024 + 1), "image/jpeg", {}, 413, "larger than the 6291456 byte limit"),
+    "malformed json": (b'{"instances": [', "application/json", {}, 400, "body is not valid JSON"),
+    "deeply nested json": (b"[" * 100000 + b"]" * 100000, "application/json", {}, 400, "not valid JSON"),
+    "wrong json shape": (b'{"images": []}', "application/json", {}, 400, '{"instances": [{"b64"'),
+    "bad base64": (b'{"instances": [{"b64": "@@@"}]}', "application/json", {}, 400, "instances[0].b64 is not valid base64"),
+    "too many instances": (b64_json(*[b"x"] * 257), "application/json", {}, 413, "257 instances"),
+    "bad top_k": (b"x", "image/png", {"params": {"top_k": "0"}}, 400, "top_k in the query string must be >= 1"),
+}
+
+
+@pytest.mark.parametrize("case", ERROR_CASES, ids=list(ERROR_CASES))
+def test_client_errors_get_clear_json_and_no_5xx(server, case):
+    body, content_type, kwargs, status, message = ERROR_CASES[case]
+    response = post(server, body, content_type, **kwargs)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+    assert requests.get(server.url + "/ping", timeout=2).status_code == 200
+
+
+def test_truncated_and_bomb_images(server, sample_data):
+    _, png = sample_images(sample_data)[0]
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(png)).resize((256, 256)).save(buffer, "JPEG")
+    jpeg = buffer.getvalue()
+    truncated = post(server, jpeg[: len(jpeg) // 2], "image/jpeg")
+    assert truncated.status_code == 400 and "corrupt or truncated" in truncated.json()["error"]
+    bomb = post(server, bomb_png(), "image/png")
+    assert bomb.status_code == 413 and "20000x20000" in bomb.json()["error"]
+    in_batch = post(server, b64_json(png, b"junk"), "application/json")
+    assert in_batch.status_code == 400 and in_batch.json()["error"].startswith("instances[1]: ")
+
+
+def test_concurrent_requests_each_get_their_own_answer(server, sample_data):
+    images = sample_images(sample_data, per_class=3)
+    expected = [post(server, png, "image/png").json()["predictions"][0][0]["index"] for _, png in images]
+
+    def ask(i: int) -> int:
+        response = post(server, images[i % len(images)][1], "image/png")
+        assert response.status_code == 200, response.text
+        return response.json()["predictions"][0][0]["index"]
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(ask, range(4 * len(images))))
+    assert answers == [expected[i % len(images)] for i in range(len(answers))]
+
+
+def test_execution_parameters(server):
+    response = requests.get(server.url + "/execution-parameters", timeout=2)
+    assert response.json() == {"MaxConcurrentTransforms": 4, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 6}
+
+
+def test_access_log_has_latency_but_no_payload(server, sample_data):
+    post(server, b'{"instances": [{"b64": "c2VjcmV0LXBheWxvYWQ="}]}', "application/json")
+    log = server.log()
+    assert '"POST /invocations" 400' in log and " ms" in log
+    assert "c2VjcmV0LXBheWxvYWQ" not in log and "secret-payload" not in log
+
+
+def test_ping_is_503_while_loading_then_200_and_sigterm_exits_cleanly(tmp_path):
+    """A ResNet-50 at 224 px takes seconds to load and warm up on this CPU: ping must say so."""
+    model_dir = tmp_path / "model"
+    classes = [ClassInfo(i, f"{i:03d}.c{i}", f"c{i}") for i in range(133)]
+    spec = ModelSpec("resnet50", 133, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    save_artifacts(model_dir, build_model("resnet50", 133).state_dict(), spec, classes, {})
+    server = ServeProcess(model_dir, tmp_path / "serve.log", env={"IMGCLF_MAX_BATCH_SIZE": "16"})
+    statuses, slowest = [], 0.0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and 200 not in statuses:
+        start = time.monotonic()
+        try:
+            statuses.append(requests.get(server.url + "/ping", timeout=2).status_code)
+            slowest = max(slowest, time.monotonic() - start)
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.05)
+    assert statuses and statuses[0] == 503 and statuses[-1] == 200, (statuses, server.log())
+    assert set(statuses) == {503, 200} and slowest < 2.0
+    response = post(server, b"x", "image/png")  # the server stays up for a client error on a big model
+    assert response.status_code == 400
+    assert server.stop() == 0
+    assert "Shutting down: Master" in server.log()
+
+
+def test_ping_is_500_with_reason_when_the_model_cannot_load(tmp_path):
+    server = ServeProcess(tmp_path / "nothing", tmp_path / "serve.log")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                response = requests.get(server.url + "/ping", timeout=2)
+                if response.status_code != 503:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        assert response.status_code == 500
+        assert "lacks model.pt, classes.json, model.json" in response.json()["error"]
+        assert post(server, b"x", "image/png").status_code == 500
+    finally:
+        server.stop()
