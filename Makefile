@@ -8,7 +8,13 @@ PY := $(VENV)/bin/python
 DATA := local_test/data
 HPS := local_test/test_dir/input/config/hyperparameters.json
 
-.PHONY: help venv sample-data demo train-demo test clean
+IMAGE ?= imgclf
+TAG ?= latest
+GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# Optional: BASE_IMAGE, BUILDER_IMAGE, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST, CA_BUNDLE
+BUILD_ARGS := $(foreach v,BASE_IMAGE BUILDER_IMAGE PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST,$(if $($(v)),--build-arg $(v)="$($(v))"))
+
+.PHONY: help venv sample-data demo train-demo test clean build push train-local serve-local predict image-local
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -35,6 +41,27 @@ train-demo: venv sample-data
 
 test: venv  ## run the test suite
 	$(PY) -m pytest tests
+
+build:  ## build the image $(IMAGE):$(TAG) (also tagged with the git sha)
+	@if [ -n "$(CA_BUNDLE)" ]; then cp "$(CA_BUNDLE)" docker/ca/ca.pem; fi
+	DOCKER_BUILDKIT=0 docker build --network host -f docker/Dockerfile $(BUILD_ARGS) --build-arg GIT_SHA=$(GIT_SHA) \
+		-t $(IMAGE):$(TAG) -t $(IMAGE):$(GIT_SHA) . ; status=$$?; rm -f docker/ca/ca.pem; exit $$status
+	@docker image inspect $(IMAGE):$(TAG) --format 'built $(IMAGE):$(TAG): {{.Size}} bytes'
+
+push:  ## push $(IMAGE) to ECR as :latest and :<git sha> (account and region from your AWS config)
+	docker/push.sh $(IMAGE) $(TAG) $(GIT_SHA)
+
+train-local: sample-data  ## run the image's `train` on the sample data (local_test/test_dir mounted as /opt/ml)
+	local_test/train_local.sh $(IMAGE):$(TAG)
+
+serve-local:  ## run the image's `serve` on the model train-local made, at 127.0.0.1:8080
+	local_test/serve_local.sh $(IMAGE):$(TAG)
+
+predict:  ## POST a sample image to the server serve-local started
+	local_test/predict.sh $$(ls $(DATA)/test/004.three/* | head -1)
+
+image-local: venv  ## on a machine with no Docker engine (like ours): start one, then build the image
+	docker/ci-build.sh $(IMAGE):$(TAG)
 
 clean:  ## remove build outputs and the sample data (keeps .venv)
 	rm -rf build $(DATA)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import requests
-import torch
 from PIL import Image
 
 from conftest import ServeProcess

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Build the image on a machine like our CI: no engine running, no registry to pull from,
+# and PyPI behind a TLS-intercepting proxy whose CA only the host trusts.
+#   docker/ci-build.sh imgclf:latest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+image=${1:-imgclf:latest}
+base=$(docker/local-engine.sh)
+
+args=(BASE_IMAGE="$base")
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then args+=(CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt); fi
+make build IMAGE="${image%%:*}" TAG="${image##*:}" "${args[@]}"

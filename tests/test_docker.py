@@ -1,0 +1,120 @@
+"""The real image: `train` and `serve` in containers, driven by the local_test scripts.
+
+Needs a Docker engine and the image (`make build`, or `make ci`, which does both).
+Without them these tests skip and say why; with REQUIRE_DOCKER=1 (CI) they fail instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import REPO, free_port
+
+IMAGE = os.environ.get("IMGCLF_IMAGE", "imgclf:latest")
+pytestmark = pytest.mark.docker
+
+
+def _docker_problem() -> str | None:
+    if shutil.which("docker") is None:
+        return "no docker client on PATH"
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        return "no Docker engine is running (docker/local-engine.sh starts one)"
+    if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode != 0:
+        return f"image {IMAGE} is not built (make build)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    problem = _docker_problem()
+    if problem:
+        if os.environ.get("REQUIRE_DOCKER") == "1":
+            pytest.fail(f"REQUIRE_DOCKER=1 but {problem}")
+        pytest.skip(f"docker tests skipped: {problem}")
+    return IMAGE
+
+
+@pytest.fixture(scope="session")
+def test_dir(tmp_path_factory) -> Path:
+    """A copy of local_test/test_dir, so the runs leave the repository clean."""
+    target = tmp_path_factory.mktemp("docker") / "test_dir"
+    shutil.copytree(REPO / "local_test" / "test_dir" / "input", target / "input")
+    return target
+
+
+@pytest.fixture(scope="session")
+def trained_in_docker(image, test_dir, sample_data) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TEST_DIR": str(test_dir), "DATA": str(sample_data)}
+    result = subprocess.run([str(REPO / "local_test" / "train_local.sh"), image], env=env,
+                            capture_output=True, text=True, timeout=900)
+    print(result.stdout[-3000:])
+    return result
+
+
+def test_train_in_container(trained_in_docker, test_dir):
+    assert trained_in_docker.returncode == 0, trained_in_docker.stdout[-3000:] + trained_in_docker.stderr[-3000:]
+    assert {"model.pt", "classes.json", "model.json"} <= {p.name for p in (test_dir / "model").iterdir()}
+    assert (test_dir / "output" / "success").exists()
+    summary = json.loads((test_dir / "output" / "data" / "metrics.json").read_text())
+    assert summary["test"]["accuracy"] > 0.9, summary["test"]
+    assert "Invoking user script" in trained_in_docker.stderr  # sagemaker-training ran our program
+
+
+def test_train_failure_in_container_writes_reason(image, tmp_path, sample_data):
+    shutil.copytree(REPO / "local_test" / "test_dir" / "input", tmp_path / "input")
+    (tmp_path / "input" / "config" / "hyperparameters.json").write_text(json.dumps({"epochs": "zero"}))
+    env = {**os.environ, "TEST_DIR": str(tmp_path), "DATA": str(sample_data)}
+    result = subprocess.run([str(REPO / "local_test" / "train_local.sh"), image], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "hyperparameter 'epochs' = 'zero' is invalid" in (tmp_path / "output" / "failure").read_text()
+
+
+def test_serve_in_container(trained_in_docker, image, test_dir, sample_data):
+    assert trained_in_docker.returncode == 0
+    port, name = free_port(), f"imgclf-test-{os.getpid()}"
+    env = {**os.environ, "TEST_DIR": str(test_dir), "PORT": str(port), "NETWORK": "host", "NAME": name}
+    server = subprocess.Popen([str(REPO / "local_test" / "serve_local.sh"), image], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert server.poll() is None, server.stdout.read()
+            time.sleep(0.2)
+        image_file = sorted((sample_data / "test" / "004.three").iterdir())[0]
+        result = subprocess.run([str(REPO / "local_test" / "predict.sh"), str(image_file)],
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        predictions = json.loads(result.stdout)["predictions"][0]
+        assert predictions[0]["label"] == "three" and len(predictions) == 3
+    finally:
+        stopped = subprocess.run(["docker", "stop", "-t", "30", name], capture_output=True, text=True)
+        output = server.communicate(timeout=60)[0]
+    assert stopped.returncode == 0
+    assert "Shutting down: Master" in output  # SIGTERM reached gunicorn and it exited cleanly
+
+
+def test_image_holds_no_build_secrets_and_has_both_commands(image):
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", image, "sh", "-c",
+         "test ! -e /tmp/ca && command -v train && command -v serve && echo $SAGEMAKER_PROGRAM && ls /opt/ml/code"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "train_program.py" in result.stdout
+    size = int(subprocess.run(["docker", "image", "inspect", image, "--format", "{{.Size}}"],
+                              capture_output=True, text=True).stdout)
+    print(f"image {image}: {size / 1e9:.2f} GB")
