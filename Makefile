@@ -11,10 +11,10 @@ HPS := local_test/test_dir/input/config/hyperparameters.json
 IMAGE ?= imgclf
 TAG ?= latest
 GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-# Optional: BASE_IMAGE, BUILDER_IMAGE, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST, CA_BUNDLE
-BUILD_ARGS := $(foreach v,BASE_IMAGE BUILDER_IMAGE PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST,$(if $($(v)),--build-arg $(v)="$($(v))"))
+# Optional: BASE_IMAGE, BUILDER_IMAGE, WITH_COMPILER, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST, CA_BUNDLE
+BUILD_ARGS := $(foreach v,BASE_IMAGE BUILDER_IMAGE WITH_COMPILER PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST,$(if $($(v)),--build-arg $(v)="$($(v))"))
 
-.PHONY: help venv sample-data demo train-demo test clean build push train-local serve-local predict image-local
+.PHONY: help venv sample-data demo train-demo test clean build push train-local serve-local predict image-local bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -65,3 +65,7 @@ image-local: venv  ## on a machine with no Docker engine (like ours): start one,
 
 clean:  ## remove build outputs and the sample data (keeps .venv)
 	rm -rf build $(DATA)
+
+bench: venv  ## training and serving benchmarks, each against the original project's style
+	$(PY) bench/train.py
+	$(PY) bench/serve.py

@@ -59,6 +59,7 @@ class Hyperparameters:
     early_stopping_patience: int = 0  # 0: off
     precision: str = "auto"
     cache_images: str = "auto"
+    compile: bool = False
 
 
 def _integer(minimum: int, maximum: int | None = None) -> tuple[Callable[[str], Any], str]:
@@ -145,6 +146,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "early_stopping_patience": _integer(0),
     "precision": _choice(PRECISIONS),
     "cache_images": _choice(CACHE_MODES),
+    "compile": _boolean(),
 }
 assert set(_PARSERS) == {f.name for f in dataclasses.fields(Hyperparameters)}
 

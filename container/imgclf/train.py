@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import sys
 import time
 import traceback
@@ -182,6 +183,8 @@ def load_splits(hp: Hyperparameters, env: TrainingEnv, spec: ImageSpec) -> tuple
 def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp_dtype = choose_precision(hp.precision, device)
+    if hp.compile and shutil.which("cc") is None and shutil.which("gcc") is None:
+        raise ConfigError("compile=true needs a C compiler for torch.compile; build the image with WITH_COMPILER=true")
     generator = seed_everything(hp.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -210,6 +213,7 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
 
     model = create_model(hp.arch, len(classes), hp.pretrained, env.channel("pretrained"), hp.freeze_backbone)
     model = model.to(device, memory_format=torch.channels_last)
+    network = torch.compile(model) if hp.compile else model  # `model` keeps the plain state_dict keys
     criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
     optimizer = build_optimizer(hp, model)
     scheduler = build_scheduler(hp, optimizer, len(train_loader))
@@ -221,7 +225,7 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
     for epoch in range(1, hp.epochs + 1):
         label = f"epoch={epoch}/{hp.epochs}"
         train_metrics = train_one_epoch(
-            model, train_loader, criterion, optimizer, scheduler, scaler, spec, device, amp_dtype, label
+            network, train_loader, criterion, optimizer, scheduler, scaler, spec, device, amp_dtype, label
         )
         if not math.isfinite(train_metrics["loss"]):
             raise ConfigError(
@@ -230,7 +234,7 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
         log.info(metrics.metric_line(label, "train", train_metrics))
         record = {"epoch": epoch, "train": train_metrics}
         if "valid" in eval_loaders:
-            record["valid"] = evaluate(model, eval_loaders["valid"], criterion, spec, device, amp_dtype)
+            record["valid"] = evaluate(network, eval_loaders["valid"], criterion, spec, device, amp_dtype)
             log.info(metrics.metric_line(label, "valid", record["valid"]))
         history.append(record)
 
@@ -247,7 +251,7 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
     summary = {"best_epoch": best["epoch"], "history": history}
     if "test" in eval_loaders:
         model.load_state_dict(best["state"])
-        summary["test"] = evaluate(model, eval_loaders["test"], criterion, spec, device, amp_dtype)
+        summary["test"] = evaluate(network, eval_loaders["test"], criterion, spec, device, amp_dtype)
         log.info(metrics.metric_line(f"final epoch={best['epoch']}", "test", summary["test"]))
     env.output_data_dir.mkdir(parents=True, exist_ok=True)
     (env.output_data_dir / "metrics.json").write_text(json.dumps(summary, indent=1))

@@ -1,0 +1,66 @@
+"""Training speed: our training program against the original project's style, same data and hardware.
+
+    python bench/train.py                                   # CPU-sized defaults
+    python bench/train.py --arch resnet50 --image-size 224 --images 4096 --batch-size 128   # on a GPU
+
+Both train the same architecture from scratch on the same photo-sized JPEGs for the same epochs;
+images/s is over the whole run, first epoch (and our one-time decode) included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baseline import train_baseline  # noqa: E402
+from photos import write_photo_dataset  # noqa: E402
+
+from imgclf.config import Hyperparameters, TrainingEnv  # noqa: E402
+from imgclf.train import run  # noqa: E402
+
+
+def train_ours(data: Path, args: argparse.Namespace) -> float:
+    hp = Hyperparameters(arch=args.arch, pretrained=False, epochs=args.epochs, batch_size=args.batch_size,
+                         image_size=args.image_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        env = TrainingEnv(model_dir=Path(tmp) / "model", output_dir=Path(tmp) / "output",
+                          output_data_dir=Path(tmp) / "output" / "data", checkpoint_dir=Path(tmp) / "checkpoints",
+                          channels={"train": data}, num_cpus=torch.get_num_threads(),
+                          current_host="localhost", hosts=("localhost",))
+        start = time.perf_counter()
+        run(hp, env)
+        return args.images * args.epochs / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--data", type=Path, default=Path("build/bench_photos"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    data = write_photo_dataset(args.data / str(args.images), args.images)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    hardware = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"training {args.arch} at {args.image_size} px, {args.images} JPEGs (500x375) x {args.epochs} epochs, "
+          f"batch {args.batch_size}, on {hardware}")
+    torch.manual_seed(0)
+    baseline = train_baseline(data, args.arch, args.image_size, args.epochs, args.batch_size, device)
+    print(f"  baseline (ImageFolder + PIL each epoch, fp32): {baseline:8.1f} images/s")
+    ours = train_ours(data, args)
+    print(f"  imgclf (decode once, uint8 pipeline, AMP on GPU): {ours:8.1f} images/s")
+    print(f"  speed-up: {ours / baseline:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
