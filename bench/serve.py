@@ -76,7 +76,7 @@ def main() -> None:
         photo = next((write_photo_dataset(Path(tmp) / "photos", 1)).rglob("*.jpg")).read_bytes()
         port = free_port()
         ours_env = {**os.environ, "SM_MODEL_DIR": str(model_dir), "SAGEMAKER_BIND_TO_PORT": str(port), "IMGCLF_HOST": "127.0.0.1"}
-        ours = measure("imgclf serve (batching, uint8 preprocessing, fp16 on GPU)",
+        ours = measure("imgclf serve (cross-request batching, torch-free request threads, fp16 on GPU / bf16 on CPU)",
                        [str(Path(sys.executable).parent / "serve")], ours_env, port, photo, args)
         port = free_port()
         base = measure("baseline (model_fn/input_fn/predict_fn, one request at a time)",

@@ -10,6 +10,7 @@ images/s is over the whole run, first epoch (and our one-time decode) included.
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import sys
 import tempfile
@@ -48,7 +49,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--data", type=Path, default=Path("build/bench_photos"))
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.INFO if os.environ.get("BENCH_VERBOSE") else logging.WARNING)
     data = write_photo_dataset(args.data / str(args.images), args.images)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     hardware = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -58,7 +59,7 @@ def main() -> None:
     baseline = train_baseline(data, args.arch, args.image_size, args.epochs, args.batch_size, device)
     print(f"  baseline (ImageFolder + PIL each epoch, fp32): {baseline:8.1f} images/s")
     ours = train_ours(data, args)
-    print(f"  imgclf (decode once, uint8 pipeline, AMP on GPU): {ours:8.1f} images/s")
+    print(f"  imgclf (decode once, uint8 pipeline, mixed precision): {ours:8.1f} images/s")
     print(f"  speed-up: {ours / baseline:.2f}x")
 
 

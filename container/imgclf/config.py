@@ -207,7 +207,6 @@ class TrainingEnv:
     output_data_dir: Path
     checkpoint_dir: Path
     channels: dict[str, Path]
-    num_gpus: int
     num_cpus: int
     current_host: str
     hosts: tuple[str, ...]
@@ -235,7 +234,6 @@ class TrainingEnv:
             output_data_dir=Path(environ.get("SM_OUTPUT_DATA_DIR", base / "output" / "data")),
             checkpoint_dir=Path(environ.get("SM_CHECKPOINT_DIR", base / "checkpoints")),
             channels=channels,
-            num_gpus=int(environ.get("SM_NUM_GPUS", "0")),
             num_cpus=int(environ.get("SM_NUM_CPUS", str(os.cpu_count() or 1))),
             current_host=environ.get("SM_CURRENT_HOST", hosts[0]),
             hosts=hosts,
@@ -252,6 +250,13 @@ def _env_int(environ: Mapping[str, str], name: str, default: int, minimum: int =
         raise ConfigError(f"environment variable {name}={text!r} is not an integer") from None
     if value < minimum:
         raise ConfigError(f"environment variable {name}={value} must be >= {minimum}")
+    return value
+
+
+def _precision(text: str) -> str:
+    value = text.strip().lower()
+    if value not in PRECISIONS:
+        raise ConfigError(f"environment variable IMGCLF_PRECISION={text!r} must be one of {', '.join(PRECISIONS)}")
     return value
 
 
@@ -272,6 +277,7 @@ class ServingConfig:
     max_images_per_request: int
     max_batch_size: int
     max_batch_wait_ms: int
+    precision: str
     default_top_k: int
     max_concurrent_transforms: int
     batch_strategy: str
@@ -295,8 +301,10 @@ class ServingConfig:
             max_payload_bytes=max(payload_mb, 6) * 1024 * 1024,
             max_image_pixels=_env_int(environ, "IMGCLF_MAX_IMAGE_PIXELS", 64_000_000),
             max_images_per_request=_env_int(environ, "IMGCLF_MAX_IMAGES_PER_REQUEST", 256),
-            max_batch_size=_env_int(environ, "IMGCLF_MAX_BATCH_SIZE", 32),
+            # CPUs run ResNets fastest per image at small batches (cache-sized activations).
+            max_batch_size=_env_int(environ, "IMGCLF_MAX_BATCH_SIZE", 32 if gpus else 8),
             max_batch_wait_ms=_env_int(environ, "IMGCLF_MAX_BATCH_WAIT_MS", 5, minimum=0),
+            precision=_precision(environ.get("IMGCLF_PRECISION", "auto")),
             default_top_k=_env_int(environ, "IMGCLF_TOP_K", 5),
             max_concurrent_transforms=_env_int(environ, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", max(1, workers) * 4),
             batch_strategy=environ.get("SAGEMAKER_BATCH_STRATEGY", "SINGLE_RECORD").upper(),

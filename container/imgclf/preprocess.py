@@ -88,8 +88,13 @@ def resize_shorter_side(image: Image.Image, size: int) -> torch.Tensor:
 
 
 def eval_preprocess(image: Image.Image, spec: ImageSpec) -> torch.Tensor:
-    """The evaluation/serving transform: resize, center crop; uint8 CHW."""
-    return F.center_crop(resize_shorter_side(image, spec.resize_size), spec.image_size)
+    """The evaluation/serving transform: resize, center crop; uint8 CHW.
+
+    The pixel work happens in Pillow and the result is a view of its buffer, so no torch
+    kernel (and no OpenMP thread team) runs in the calling thread.
+    """
+    resized = F.resize(image, spec.resize_size, antialias=True)
+    return F.pil_to_tensor(F.center_crop(resized, spec.image_size))
 
 
 def normalize(

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from . import data, metrics
 from .config import ConfigError, Hyperparameters, TrainingEnv, parse_hyperparameters
+from .hardware import fast_dtype
 from .model import ModelSpec, create_model, save_artifacts
 from .preprocess import ImageSpec, normalize
 
@@ -56,9 +57,7 @@ def seed_everything(seed: int) -> torch.Generator:
 def choose_precision(requested: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for plain fp32."""
     if requested == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return fast_dtype(device)
     if requested == "fp16" and device.type != "cuda":
         raise ConfigError("precision=fp16 needs a GPU; use auto, fp32 or bf16 on a CPU instance")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[requested]
@@ -94,7 +93,8 @@ def build_scheduler(hp: Hyperparameters, optimizer: torch.optim.Optimizer, steps
 def default_workers(requested: int, device: torch.device, num_cpus: int) -> int:
     if requested >= 0:
         return requested
-    return min(8, num_cpus) if device.type == "cuda" else max(1, num_cpus // 2)
+    # On a CPU the compute threads need every core; augmenting cached uint8 images inline is cheap.
+    return min(8, num_cpus) if device.type == "cuda" else 0
 
 
 def train_one_epoch(

@@ -16,9 +16,9 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from ..config import ServingConfig
-from ..preprocess import ImageError, ImageTooLarge
+from ..preprocess import ImageTooLarge
 from . import codecs
-from .predictor import Predictor
+from .predictor import BadImage, Predictor
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,9 @@ def _error(status: int, message: str) -> Response:
 def _load(config: ServingConfig, state: dict) -> None:
     start = time.perf_counter()
     try:
-        predictor = Predictor(config.model_dir, config.max_batch_size, config.max_batch_wait_ms, config.max_image_pixels)
+        predictor = Predictor(
+            config.model_dir, config.max_batch_size, config.max_batch_wait_ms, config.max_image_pixels, config.precision
+        )
         predictor.warm_up()
     except Exception as e:
         log.exception("could not load the model from %s", config.model_dir)
@@ -42,8 +44,8 @@ def _load(config: ServingConfig, state: dict) -> None:
         return
     state["predictor"] = predictor
     log.info(
-        "model %s (%d classes, %d px) ready on %s in %.1f s",
-        predictor.spec.arch, predictor.spec.num_classes, predictor.spec.image_size, predictor.device,
+        "model %s (%d classes, %d px) ready on %s in %s in %.1f s",
+        predictor.spec.arch, predictor.spec.num_classes, predictor.spec.image_size, predictor.device, predictor.dtype,
         time.perf_counter() - start,
     )
 
@@ -84,17 +86,11 @@ def create_app(config: ServingConfig) -> Flask:
         top_k = parsed.top_k or codecs.top_k_from(
             request.args, request.headers.get("X-Amzn-SageMaker-Custom-Attributes")
         ) or config.default_top_k
-        images = []
-        for i, payload in enumerate(parsed.images):
-            where = f"instances[{i}]: " if len(parsed.images) > 1 or request.mimetype == codecs.JSON else ""
-            try:
-                images.append(predictor.preprocess(payload))
-            except ImageTooLarge as e:
-                raise codecs.RequestError(413, where + str(e)) from None
-            except ImageError as e:
-                raise codecs.RequestError(400, where + str(e)) from None
         try:
-            predictions = predictor.predict(images, top_k, timeout=config.timeout)
+            predictions = predictor.classify(parsed.images, top_k, timeout=config.timeout)
+        except BadImage as e:
+            where = f"instances[{e.index}]: " if request.mimetype == codecs.JSON else ""
+            raise codecs.RequestError(413 if isinstance(e.error, ImageTooLarge) else 400, where + str(e)) from None
         except FutureTimeout:
             return _error(503, f"inference took longer than {config.timeout} s; retry or send fewer images")
         return _json(200, codecs.encode_predictions(predictions))

@@ -9,31 +9,19 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import subprocess
 import sys
 
 import torch
 from gunicorn.app.base import BaseApplication
 
 from ..config import ConfigError, ServingConfig
+from ..hardware import count_gpus
 from .app import create_app
 
 log = logging.getLogger("imgclf.serve")
 
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(B)s bytes %(M)s ms'
 SHUTDOWN_GRACE_SECONDS = 25  # SageMaker sends SIGKILL 30 s after SIGTERM
-
-
-def count_gpus() -> int:
-    """GPUs visible to the container, counted without initialising CUDA in the master process."""
-    if shutil.which("nvidia-smi") is None:
-        return 0
-    try:
-        listing = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
 
 
 def _pre_fork(server, worker) -> None:
