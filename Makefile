@@ -37,6 +37,7 @@ sample-data: $(DATA)/.done  ## write the sample channels (handwritten digits) to
 demo: train-demo  ## train on the sample data the way SageMaker runs `train` (no docker needed)
 
 train-demo: venv sample-data
+	rm -rf build/demo  # a fresh job each time (the base keeps checkpoints otherwise)
 	$(PY) scripts/local_train.py --data $(DATA) --base build/demo --hyperparameters $(HPS)
 
 test: venv  ## run the test suite

@@ -25,9 +25,12 @@ PROGRAM = "train_program.py"  # the image sets SAGEMAKER_PROGRAM to the same nam
 
 
 def layout(base: Path, channels: Mapping[str, Path], hyperparameters: Mapping[str, object]) -> None:
-    """Write base/{input/config,input/data,code} as SageMaker would (every hyperparameter a string)."""
-    if base.exists():
-        shutil.rmtree(base)
+    """Write base/{input/config,input/data,code} as SageMaker would (every hyperparameter a string).
+
+    Like a new SageMaker job, it starts with empty model/ and output/ but keeps checkpoints/.
+    """
+    for stale in ("input", "code", "model", "output"):
+        shutil.rmtree(base / stale, ignore_errors=True)
     config, data = base / "input" / "config", base / "input" / "data"
     config.mkdir(parents=True)
     data.mkdir(parents=True)
@@ -48,16 +51,23 @@ def layout(base: Path, channels: Mapping[str, Path], hyperparameters: Mapping[st
 
 
 def run_train(base: Path, extra_env: Mapping[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
-    """Run the toolkit's ``train`` console script against ``base``."""
-    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base.resolve()), "SAGEMAKER_PROGRAM": PROGRAM, **(extra_env or {})}
-    train = Path(sys.executable).parent / "train"
-    return subprocess.run([str(train)], env=env, **kwargs)
+    """Run the image's ``train`` (the toolkit's, with SIGTERM forwarding) against ``base``."""
+    return subprocess.run(train_command(), env=train_env(base, extra_env), **kwargs)
+
+
+def train_command() -> list[str]:
+    return [str(Path(sys.executable).parent / "imgclf-train")]  # the image links it as `train`
+
+
+def train_env(base: Path, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "SAGEMAKER_BASE_DIR": str(base.resolve()), "SAGEMAKER_PROGRAM": PROGRAM, **(extra_env or {})}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder holding one sub-folder per channel")
-    parser.add_argument("--base", type=Path, default=REPO / "build" / "opt_ml", help="the /opt/ml stand-in (recreated)")
+    parser.add_argument("--base", type=Path, default=REPO / "build" / "opt_ml",
+                        help="the /opt/ml stand-in (recreated, but checkpoints/ is kept: delete it to start over)")
     parser.add_argument("--hyperparameters", type=Path, help="a hyperparameters.json to start from")
     parser.add_argument("overrides", nargs="*", metavar="NAME=VALUE", help="hyperparameters on top of the file")
     args = parser.parse_args()

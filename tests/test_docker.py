@@ -118,3 +118,25 @@ def test_image_holds_no_build_secrets_and_has_both_commands(image):
     size = int(subprocess.run(["docker", "image", "inspect", image, "--format", "{{.Size}}"],
                               capture_output=True, text=True).stdout)
     print(f"image {image}: {size / 1e9:.2f} GB")
+
+
+def test_docker_stop_reaches_training_and_the_next_run_resumes(image, tmp_path, sample_data):
+    shutil.copytree(REPO / "local_test" / "test_dir" / "input", tmp_path / "input")
+    config = tmp_path / "input" / "config" / "hyperparameters.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "epochs": "6"}))
+    name = f"imgclf-stop-{os.getpid()}"
+    env = {**os.environ, "TEST_DIR": str(tmp_path), "DATA": str(sample_data), "NAME": name}
+    script = str(REPO / "local_test" / "train_local.sh")
+    process = subprocess.Popen([script, image], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if "epoch=2/6 valid_loss=" in line:
+            subprocess.run(["docker", "stop", "-t", "60", name], check=True, capture_output=True)
+            break
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode != 0
+    assert "stopped by SIGTERM" in (tmp_path / "output" / "failure").read_text(), output[-2000:]
+
+    result = subprocess.run([script, image], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "resuming after epoch" in result.stdout
+    assert (tmp_path / "model" / "model.pt").exists()

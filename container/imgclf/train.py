@@ -12,6 +12,7 @@ import logging
 import math
 import random
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -25,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import data, metrics
+from .checkpoint import CHECKPOINT_FILE, fingerprint, load_checkpoint, save_checkpoint
 from .config import ConfigError, Hyperparameters, TrainingEnv, parse_hyperparameters
 from .hardware import fast_dtype
 from .model import ModelSpec, create_model, save_artifacts
@@ -221,8 +223,23 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
     model_spec = ModelSpec(hp.arch, len(classes), hp.image_size, spec.mean, spec.std)
 
     history: list[dict] = []
-    best = {"epoch": 0, "valid_accuracy": -1.0, "state": None}
-    for epoch in range(1, hp.epochs + 1):
+    best: dict = {"epoch": 0, "score": -1.0, "state": None, "valid": None}
+    first_epoch = 1
+    job = fingerprint(hp.arch, hp.image_size, [c.folder for c in classes])
+    resumed = load_checkpoint(env.checkpoint_dir, job)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        scaler.load_state_dict(resumed["scaler"])
+        generator.set_state(resumed["generator"])
+        torch.set_rng_state(resumed["torch_rng"])
+        history, best = resumed["history"], resumed["best"]
+        first_epoch = hp.epochs + 1 if resumed["finished"] else resumed["epoch"] + 1
+        save_artifacts(env.model_dir, best["state"], model_spec, classes, {"best_epoch": best["epoch"], "valid": best["valid"]})
+        log.info("resuming after epoch %d from the checkpoint in %s", resumed["epoch"], env.checkpoint_dir)
+
+    for epoch in range(first_epoch, hp.epochs + 1):
         label = f"epoch={epoch}/{hp.epochs}"
         train_metrics = train_one_epoch(
             network, train_loader, criterion, optimizer, scheduler, scaler, spec, device, amp_dtype, label
@@ -239,12 +256,19 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
         history.append(record)
 
         score = record["valid"]["accuracy"] if "valid" in record else epoch  # no valid: keep the latest
-        if score > best["valid_accuracy"]:
-            best = {"epoch": epoch, "valid_accuracy": score, "state": copy.deepcopy(model.state_dict())}
-            extra = {"best_epoch": epoch, "valid": record.get("valid")}
-            save_artifacts(env.model_dir, best["state"], model_spec, classes, extra)
+        if score > best["score"]:
+            best = {"epoch": epoch, "score": score, "state": copy.deepcopy(model.state_dict()), "valid": record.get("valid")}
+            save_artifacts(env.model_dir, best["state"], model_spec, classes, {"best_epoch": epoch, "valid": best["valid"]})
             log.info("saved the model of epoch %d to %s", epoch, env.model_dir)
-        elif hp.early_stopping_patience and epoch - best["epoch"] >= hp.early_stopping_patience:
+        stop_early = bool(hp.early_stopping_patience) and epoch - best["epoch"] >= hp.early_stopping_patience
+        save_checkpoint(env.checkpoint_dir, {
+            "fingerprint": job,
+            "epoch": epoch, "finished": stop_early or epoch == hp.epochs,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "history": history, "best": best,
+        })
+        if stop_early:
             log.info("early stopping: valid accuracy has not improved for %d epochs", epoch - best["epoch"])
             break
 
@@ -259,12 +283,32 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
     return summary
 
 
+class Interrupted(BaseException):
+    """SIGTERM: the job is being stopped or its spot instance reclaimed.
+
+    A BaseException, like KeyboardInterrupt, so no library's ``except Exception`` swallows it.
+    """
+
+
+def _interrupt(signum: int, _frame) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     env = TrainingEnv.from_environ()
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         hp = parse_hyperparameters(sys.argv[1:] if argv is None else argv)
         run(hp, env)
+    except Interrupted as e:
+        message = (
+            f"stopped by {e}: every completed epoch is in {env.checkpoint_dir / CHECKPOINT_FILE}; "
+            "a job given the same checkpoint location resumes from it"
+        )
+        log.warning(message)
+        write_failure(env.output_dir, message)
+        return 128 + signal.SIGTERM
     except ConfigError as e:
         log.error("training failed: %s", e)
         write_failure(env.output_dir, str(e))
