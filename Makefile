@@ -14,7 +14,7 @@ GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # Optional: BASE_IMAGE, BUILDER_IMAGE, WITH_COMPILER, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST, CA_BUNDLE
 BUILD_ARGS := $(foreach v,BASE_IMAGE BUILDER_IMAGE WITH_COMPILER PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST,$(if $($(v)),--build-arg $(v)="$($(v))"))
 
-.PHONY: help venv sample-data demo train-demo test clean build push train-local serve-local predict image-local bench
+.PHONY: help venv sample-data demo train-demo test clean build push train-local serve-local predict image-local bench audit
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -70,3 +70,7 @@ clean:  ## remove build outputs and the sample data (keeps .venv)
 bench: venv  ## training and serving benchmarks, each against the original project's style
 	$(PY) bench/train.py
 	$(PY) bench/serve.py
+
+audit:  ## pip-audit the image's pinned requirements (needs PyPI's JSON API or OSV to be reachable)
+	$(PYTHON) -m venv build/audit && build/audit/bin/pip install -q pip-audit==2.10.1
+	build/audit/bin/pip-audit -r container/requirements.txt --progress-spinner off

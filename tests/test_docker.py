@@ -140,3 +140,29 @@ def test_docker_stop_reaches_training_and_the_next_run_resumes(image, tmp_path, 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "resuming after epoch" in result.stdout
     assert (tmp_path / "model" / "model.pt").exists()
+
+
+def test_serve_needs_no_root(trained_in_docker, image, test_dir, sample_data):
+    assert trained_in_docker.returncode == 0
+    port, name = free_port(), f"imgclf-nobody-{os.getpid()}"
+    server = subprocess.Popen(
+        ["docker", "run", "--rm", "--name", name, "--user", "65534:65534", "--network", "host",
+         "-e", f"SAGEMAKER_BIND_TO_PORT={port}", "-e", "IMGCLF_HOST=127.0.0.1",
+         "-v", f"{test_dir / 'model'}:/opt/ml/model:ro", image, "serve"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline, status = time.monotonic() + 120, None
+        while time.monotonic() < deadline and status != 200:
+            try:
+                status = requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code
+            except requests.ConnectionError:
+                assert server.poll() is None, server.stdout.read()
+            time.sleep(0.2)
+        image_file = sorted((sample_data / "test" / "004.three").iterdir())[0]
+        response = requests.post(f"http://127.0.0.1:{port}/invocations", data=image_file.read_bytes(),
+                                 headers={"Content-Type": "image/png"}, timeout=30)
+        assert response.status_code == 200 and response.json()["predictions"][0][0]["label"] == "three"
+    finally:
+        subprocess.run(["docker", "stop", "-t", "30", name], capture_output=True)
+        server.communicate(timeout=60)

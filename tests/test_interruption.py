@@ -26,7 +26,7 @@ def test_sigterm_stops_cleanly_and_the_next_job_resumes(tmp_path, sample_data):
     assert "stopped by SIGTERM" in (base / "output" / "failure").read_text(), output[-2000:]
     checkpoint = torch.load(base / "checkpoints" / "last.pt", weights_only=True)
     done = checkpoint["epoch"]
-    assert 1 <= done < 6 and not checkpoint["finished"]
+    assert 1 <= done < 6 and not checkpoint["stopped_early"]
 
     code, output = run_job(base, channels_of(sample_data), hyperparameters)  # the next job, same checkpoints
     assert code == 0, output[-3000:]

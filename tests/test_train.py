@@ -128,3 +128,15 @@ def test_pretrained_without_weights_or_network_fails_clearly(tmp_path, sample_da
     failure = failure_of(tmp_path / "ml")
     assert "could not get ImageNet weights for resnet18" in failure
     assert "Add a 'pretrained' channel holding resnet18-f37072fd.pth or set pretrained=false" in failure
+
+
+def test_nan_loss_stops_training_with_advice(tmp_path, sample_data):
+    weights = tmp_path / "pretrained" / imagenet_weights_filename("resnet18")
+    weights.parent.mkdir()
+    state = models.resnet18(weights=None).state_dict()
+    state["conv1.weight"].fill_(float("nan"))  # corrupt starting weights: every loss is NaN
+    torch.save(state, weights)
+    channels = {"train": sample_data / "train", "pretrained": weights.parent}
+    code, _ = run_job(tmp_path / "ml", channels, {**FAST, "pretrained": "true"})
+    assert code != 0
+    assert "training diverged in epoch 1: the loss is nan; try a lower lr (now 0.002)" in failure_of(tmp_path / "ml")

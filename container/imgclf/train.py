@@ -235,7 +235,7 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
         generator.set_state(resumed["generator"])
         torch.set_rng_state(resumed["torch_rng"])
         history, best = resumed["history"], resumed["best"]
-        first_epoch = hp.epochs + 1 if resumed["finished"] else resumed["epoch"] + 1
+        first_epoch = hp.epochs + 1 if resumed["stopped_early"] else resumed["epoch"] + 1
         save_artifacts(env.model_dir, best["state"], model_spec, classes, {"best_epoch": best["epoch"], "valid": best["valid"]})
         log.info("resuming after epoch %d from the checkpoint in %s", resumed["epoch"], env.checkpoint_dir)
 
@@ -263,7 +263,7 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
         stop_early = bool(hp.early_stopping_patience) and epoch - best["epoch"] >= hp.early_stopping_patience
         save_checkpoint(env.checkpoint_dir, {
             "fingerprint": job,
-            "epoch": epoch, "finished": stop_early or epoch == hp.epochs,
+            "epoch": epoch, "stopped_early": stop_early,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
             "history": history, "best": best,
