@@ -23,6 +23,7 @@ from make_sample_data import write_sample_data  # noqa: E402
 # loopback port so that any attempted download fails at once, on this machine.
 os.environ.update({
     "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+    "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
     "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "no_proxy": "127.0.0.1,localhost",
 })
 

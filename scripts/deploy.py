@@ -1,0 +1,47 @@
+"""Deploy a trained model to a real-time endpoint with the image, or delete one.
+
+    python scripts/deploy.py --model-data s3://BUCKET/imgclf/JOB/output/model.tar.gz --endpoint dogs
+    python scripts/deploy.py --model-data JOB_NAME --endpoint dogs --autoscale-max 4
+    python scripts/deploy.py --delete --endpoint dogs
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import launch
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    launch.add_common_args(parser)
+    parser.set_defaults(instance_type="ml.g4dn.xlarge", data="-")
+    parser.add_argument("--endpoint", required=True, help="endpoint name")
+    parser.add_argument("--model-data", help="s3://.../model.tar.gz, file://... with --local, or a training job name")
+    parser.add_argument("--autoscale-max", type=int, default=0, help="target-tracking autoscaling up to N instances")
+    parser.add_argument("--invocations-per-instance", type=int, default=100, help="per minute, the scaling target")
+    parser.add_argument("--delete", action="store_true", help="delete the endpoint, its config and its model")
+    args = parser.parse_args(argv)
+    target = launch.target_from(args)
+    dry_run = launch.DryRun() if target.dry_run else None
+    session = launch.session(target, dry_run)
+    if args.delete:
+        launch.delete_endpoint(session, args.endpoint)
+        print(f"deleted endpoint {args.endpoint}")
+        return 0
+    if not args.model_data:
+        raise launch.LaunchError("--model-data is required to deploy")
+    model_data = launch.model_data_of(session, args.model_data)
+    launch.deploy(target, session, model_data, args.endpoint, target.instance_type, wait=dry_run is None)
+    if dry_run is not None:
+        launch.print_requests(dry_run)
+        return 0
+    if args.autoscale_max > target.instance_count and not target.local:
+        launch.autoscale(target, args.endpoint, args.autoscale_max, args.invocations_per_instance)
+    print(f"endpoint {args.endpoint} is in service: python scripts/invoke.py IMAGE --endpoint {args.endpoint}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The launchers' SageMaker API requests, captured before anything is sent (no AWS here)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+import train_debug
+import tune
+from imgclf import metrics
+
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/imgclf:latest"
+COMMON = ["--dry-run", "--image-uri", IMAGE, "--role", "arn:aws:iam::123456789012:role/sm", "--region", "us-east-1",
+          "--data", "s3://bucket/dogs", "--output-path", "s3://bucket/out"]
+
+
+def captured(capsys, main, argv) -> dict[str, dict]:
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    parts = re.split(r"^--- (\w+) \(not sent\)$", out, flags=re.M)[1:]
+    return {name: json.loads(body) for name, body in zip(parts[::2], parts[1::2])}
+
+
+def test_tuner_request(capsys):
+    request = captured(capsys, tune.main, COMMON + ["--max-jobs", "6", "--max-parallel-jobs", "3"])
+    job = request["CreateHyperParameterTuningJob"]
+    config, definition = job["HyperParameterTuningJobConfig"], job["TrainingJobDefinition"]
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "valid:accuracy"}
+    assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 6, "MaxParallelTrainingJobs": 3}
+    ranges = config["ParameterRanges"]
+    assert ranges["ContinuousParameterRanges"] == [{"Name": "lr", "MinValue": "0.001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}]
+    assert ranges["CategoricalParameterRanges"] == [{"Name": "batch-size", "Values": ["32", "64", "128", "256"]}]
+    assert ranges["IntegerParameterRanges"][0] | {"ScalingType": "Auto"} == {"Name": "epochs", "MinValue": "2", "MaxValue": "4", "ScalingType": "Auto"}
+    algorithm = definition["AlgorithmSpecification"]
+    assert algorithm["TrainingImage"] == IMAGE
+    regex = {d["Name"]: d["Regex"] for d in algorithm["MetricDefinitions"]}["valid:accuracy"]
+    line = metrics.metric_line("epoch=2/3", "valid", {"loss": 0.5, "accuracy": 0.8125, "seconds": 3.0, "images_per_sec": 9.0})
+    assert float(re.search(regex, line).group(1)) == 0.8125
+    assert definition["StaticHyperParameters"]["arch"] == "resnet50"
+    assert [c["ChannelName"] for c in definition["InputDataConfig"]] == ["train", "valid", "test"]
+    assert "DebugHookConfig" not in json.dumps(job)  # no default hook on tuning jobs
+
+
+def test_debug_training_request(capsys):
+    request = captured(capsys, train_debug.main, COMMON + ["--spot"])
+    job = request["CreateTrainingJob"]
+    collections = [c["CollectionName"] for c in job["DebugHookConfig"]["CollectionConfigurations"]]
+    assert sorted(collections) == ["gradients", "losses", "relu_input", "weights"]
+    assert [r["RuleConfigurationName"] for r in job["DebugRuleConfigurations"]] == [
+        "LossNotDecreasing", "VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization"]
+    assert [r["RuleConfigurationName"] for r in job["ProfilerRuleConfigurations"]] == ["ProfilerReport", "LowGPUUtilization"]
+    assert job["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
+    assert job["AlgorithmSpecification"]["TrainingImage"] == IMAGE
+    assert job["EnableManagedSpotTraining"] is True
+    assert job["CheckpointConfig"]["S3Uri"] == "s3://bucket/out/checkpoints"
+    assert job["HyperParameters"]["batch-size"] == "256"
+
+
+def test_missing_settings_fail_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        tune.main(["--dry-run", "--image-uri", IMAGE, "--data", "s3://bucket/dogs"])
+    assert "missing --role (flags, or env" in str(exit_info.value)  # the region comes from AWS_DEFAULT_REGION
+    with pytest.raises(SystemExit) as exit_info:
+        tune.main(COMMON + ["--local"])
+    assert "local mode has no tuner" in str(exit_info.value)
+
+
+def test_deploy_request(capsys):
+    import deploy
+
+    argv = [a for a in COMMON if a not in ("--data", "s3://bucket/dogs")]
+    request = captured(capsys, deploy.main, argv + ["--model-data", "s3://bucket/out/job/output/model.tar.gz",
+                                                    "--endpoint", "dogs", "--instance-type", "ml.c5.xlarge"])
+    assert list(request) == ["CreateModel", "CreateEndpointConfig", "CreateEndpoint"]
+    container = request["CreateModel"]["PrimaryContainer"]
+    assert (container["Image"], container["ModelDataUrl"]) == (IMAGE, "s3://bucket/out/job/output/model.tar.gz")
+    variant = request["CreateEndpointConfig"]["ProductionVariants"][0]
+    assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.c5.xlarge", 1)
+    assert request["CreateEndpoint"]["EndpointName"] == "dogs"
