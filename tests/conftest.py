@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -57,6 +58,30 @@ def trained(tmp_path_factory, sample_data) -> tuple[Path, str]:
     code, output = run_job(base, channels_of(sample_data), {**FAST, "epochs": "5"})
     assert code == 0, output[-3000:]
     return base, output
+
+
+IMAGE = os.environ.get("IMGCLF_IMAGE", "imgclf:latest")
+
+
+def _docker_problem() -> str | None:
+    if shutil.which("docker") is None:
+        return "no docker client on PATH"
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        return "no Docker engine is running (docker/local-engine.sh starts one)"
+    if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode != 0:
+        return f"image {IMAGE} is not built (make build)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    """The built image; skips with the reason, or fails under REQUIRE_DOCKER=1 (CI)."""
+    problem = _docker_problem()
+    if problem:
+        if os.environ.get("REQUIRE_DOCKER") == "1":
+            pytest.fail(f"REQUIRE_DOCKER=1 but {problem}")
+        pytest.skip(f"docker tests skipped: {problem}")
+    return IMAGE
 
 
 def free_port() -> int:

@@ -18,28 +18,7 @@ import requests
 
 from conftest import REPO, free_port
 
-IMAGE = os.environ.get("IMGCLF_IMAGE", "imgclf:latest")
 pytestmark = pytest.mark.docker
-
-
-def _docker_problem() -> str | None:
-    if shutil.which("docker") is None:
-        return "no docker client on PATH"
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        return "no Docker engine is running (docker/local-engine.sh starts one)"
-    if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode != 0:
-        return f"image {IMAGE} is not built (make build)"
-    return None
-
-
-@pytest.fixture(scope="session")
-def image() -> str:
-    problem = _docker_problem()
-    if problem:
-        if os.environ.get("REQUIRE_DOCKER") == "1":
-            pytest.fail(f"REQUIRE_DOCKER=1 but {problem}")
-        pytest.skip(f"docker tests skipped: {problem}")
-    return IMAGE
 
 
 @pytest.fixture(scope="session")

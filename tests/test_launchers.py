@@ -9,6 +9,7 @@ import pytest
 
 import train_debug
 import tune
+from conftest import FAST
 from imgclf import metrics
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/imgclf:latest"
@@ -79,3 +80,56 @@ def test_deploy_request(capsys):
     variant = request["CreateEndpointConfig"]["ProductionVariants"][0]
     assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.c5.xlarge", 1)
     assert request["CreateEndpoint"]["EndpointName"] == "dogs"
+
+
+@pytest.mark.docker
+def test_local_mode_round_trip(image, tmp_path, sample_data):
+    """Estimator.fit and Model.deploy in the SDK's local mode run the real image via docker compose."""
+    from argparse import Namespace
+
+    import launch
+
+    args = Namespace(image_uri=image, role=None, region=None, data=str(sample_data), output_path=f"file://{tmp_path}",
+                     instance_type="local", instance_count=1, spot=False, max_run=3600, local=True, dry_run=False)
+    target = launch.target_from(args)
+    session = launch.session(target)
+    estimator = launch.estimator(target, session, {**FAST, "epochs": "5"})
+    estimator.fit(launch.channels(target), wait=True)
+    model_data = estimator.model_data
+    assert model_data.startswith("file://") and model_data.endswith("model.tar.gz")
+
+    launch.deploy(target, session, model_data, "imgclf-local-test", "local", wait=True)
+    try:
+        png = sorted((sample_data / "test" / "004.three").iterdir())[0].read_bytes()
+        answer = launch.predict(session, "imgclf-local-test", png, "image/png", 3)
+        assert answer["predictions"][0][0]["label"] == "three" and len(answer["predictions"][0]) == 3
+    finally:
+        launch.delete_endpoint(session, "imgclf-local-test")
+
+
+def test_prepare_data_unzips_verifies_and_uploads_once(tmp_path, sample_data, capsys):
+    import zipfile
+
+    import boto3
+    from moto import mock_aws
+
+    import prepare_data
+
+    archive = tmp_path / "dogImages.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(sample_data.rglob("*.png")):
+            zf.write(path, f"dogImages/{path.relative_to(sample_data)}")
+    files = len(list(sample_data.rglob("*.png")))
+    argv = ["--bucket", "data", "--prefix", "digits", "--source", str(archive), "--work", str(tmp_path / "work"),
+            "--region", "us-east-1"]
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="data")
+        assert prepare_data.main(argv) == 0
+        assert f"uploaded {files} files, skipped 0" in capsys.readouterr().out
+        keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="data") for o in page["Contents"]]
+        assert len(keys) == files
+        assert {k.split("/")[1] for k in keys} == {"train", "valid", "test"}
+        assert any(k.startswith("digits/train/001.zero/") for k in keys)
+        assert prepare_data.main(argv) == 0  # a rerun uploads nothing
+        assert f"uploaded 0 files, skipped {files}" in capsys.readouterr().out
