@@ -33,6 +33,7 @@ def train_ours(data: Path, args: argparse.Namespace) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         env = TrainingEnv(model_dir=Path(tmp) / "model", output_dir=Path(tmp) / "output",
                           output_data_dir=Path(tmp) / "output" / "data", checkpoint_dir=Path(tmp) / "checkpoints",
+                          input_config_dir=Path(tmp) / "config",
                           channels={"train": data}, num_cpus=torch.get_num_threads(),
                           current_host="localhost", hosts=("localhost",))
         start = time.perf_counter()

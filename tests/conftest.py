@@ -40,9 +40,13 @@ def sample_data(tmp_path_factory) -> Path:
     return root
 
 
-def run_job(base: Path, channels: dict[str, Path], hyperparameters: dict[str, str], env: dict | None = None):
-    """Lay out ``base`` like /opt/ml and run the toolkit's ``train``; returns (exit code, output)."""
+def run_job(base: Path, channels: dict[str, Path], hyperparameters: dict[str, str], env: dict | None = None,
+            config_files: dict[str, str] | None = None):
+    """Lay out ``base`` like /opt/ml (plus extra input/config files) and run the toolkit's ``train``;
+    returns (exit code, output)."""
     local_train.layout(base, channels, hyperparameters)
+    for name, text in (config_files or {}).items():
+        (base / "input" / "config" / name).write_text(text)
     result = local_train.run_train(base, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
     return result.returncode, result.stdout
 

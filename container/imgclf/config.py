@@ -206,6 +206,7 @@ class TrainingEnv:
     output_dir: Path
     output_data_dir: Path
     checkpoint_dir: Path
+    input_config_dir: Path
     channels: dict[str, Path]
     num_cpus: int
     current_host: str
@@ -233,6 +234,7 @@ class TrainingEnv:
             output_dir=Path(environ.get("SM_OUTPUT_DIR", base / "output")),
             output_data_dir=Path(environ.get("SM_OUTPUT_DATA_DIR", base / "output" / "data")),
             checkpoint_dir=Path(environ.get("SM_CHECKPOINT_DIR", base / "checkpoints")),
+            input_config_dir=Path(environ.get("SM_INPUT_CONFIG_DIR", base / "input" / "config")),
             channels=channels,
             num_cpus=int(environ.get("SM_NUM_CPUS", str(os.cpu_count() or 1))),
             current_host=environ.get("SM_CURRENT_HOST", hosts[0]),

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import data, metrics
+from . import data, debugger, metrics
 from .checkpoint import CHECKPOINT_FILE, fingerprint, load_checkpoint, save_checkpoint
 from .config import ConfigError, Hyperparameters, TrainingEnv, parse_hyperparameters
 from .hardware import fast_dtype
@@ -217,6 +217,10 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
     model = model.to(device, memory_format=torch.channels_last)
     network = torch.compile(model) if hp.compile else model  # `model` keeps the plain state_dict keys
     criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
+    hook = debugger.create_hook(env.input_config_dir, model, criterion)
+    if hook is not None and amp_dtype == torch.bfloat16:
+        log.info("Debugger hook: smdebug cannot save bf16 tensors, so this job trains in fp32")
+        amp_dtype = None
     optimizer = build_optimizer(hp, model)
     scheduler = build_scheduler(hp, optimizer, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -241,6 +245,7 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
 
     for epoch in range(first_epoch, hp.epochs + 1):
         label = f"epoch={epoch}/{hp.epochs}"
+        debugger.set_mode(hook, train=True)
         train_metrics = train_one_epoch(
             network, train_loader, criterion, optimizer, scheduler, scaler, spec, device, amp_dtype, label
         )
@@ -251,6 +256,7 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
         log.info(metrics.metric_line(label, "train", train_metrics))
         record = {"epoch": epoch, "train": train_metrics}
         if "valid" in eval_loaders:
+            debugger.set_mode(hook, train=False)
             record["valid"] = evaluate(network, eval_loaders["valid"], criterion, spec, device, amp_dtype)
             log.info(metrics.metric_line(label, "valid", record["valid"]))
         history.append(record)
@@ -275,6 +281,7 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
     summary = {"best_epoch": best["epoch"], "history": history}
     if "test" in eval_loaders:
         model.load_state_dict(best["state"])
+        debugger.set_mode(hook, train=False)
         summary["test"] = evaluate(network, eval_loaders["test"], criterion, spec, device, amp_dtype)
         log.info(metrics.metric_line(f"final epoch={best['epoch']}", "test", summary["test"]))
     env.output_data_dir.mkdir(parents=True, exist_ok=True)
