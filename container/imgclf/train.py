@@ -226,6 +226,9 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     model_spec = ModelSpec(hp.arch, len(classes), hp.image_size, spec.mean, spec.std)
 
+    def save_best(best: dict) -> None:
+        save_artifacts(env.model_dir, best["state"], model_spec, classes, {"best_epoch": best["epoch"], "valid": best["valid"]})
+
     history: list[dict] = []
     best: dict = {"epoch": 0, "score": -1.0, "state": None, "valid": None}
     first_epoch = 1
@@ -240,7 +243,7 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
         torch.set_rng_state(resumed["torch_rng"])
         history, best = resumed["history"], resumed["best"]
         first_epoch = hp.epochs + 1 if resumed["stopped_early"] else resumed["epoch"] + 1
-        save_artifacts(env.model_dir, best["state"], model_spec, classes, {"best_epoch": best["epoch"], "valid": best["valid"]})
+        save_best(best)  # a new job's model dir starts empty
         log.info("resuming after epoch %d from the checkpoint in %s", resumed["epoch"], env.checkpoint_dir)
 
     for epoch in range(first_epoch, hp.epochs + 1):
@@ -264,7 +267,7 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
         score = record["valid"]["accuracy"] if "valid" in record else epoch  # no valid: keep the latest
         if score > best["score"]:
             best = {"epoch": epoch, "score": score, "state": copy.deepcopy(model.state_dict()), "valid": record.get("valid")}
-            save_artifacts(env.model_dir, best["state"], model_spec, classes, {"best_epoch": epoch, "valid": best["valid"]})
+            save_best(best)
             log.info("saved the model of epoch %d to %s", epoch, env.model_dir)
         stop_early = bool(hp.early_stopping_patience) and epoch - best["epoch"] >= hp.early_stopping_patience
         save_checkpoint(env.checkpoint_dir, {
