@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", default=DOGS_URL, help="a URL or local .zip, or a local folder (default: the dog dataset)")
     parser.add_argument("--work", type=Path, default=Path("build/data"), help="where downloads are kept and unpacked")
     parser.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+    parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded; no S3 call")
     args = parser.parse_args(argv)
     import boto3
 
@@ -102,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     root = find_root(tree)
     counts = {c: sum(1 for p in (root / c).rglob("*") if p.is_file()) for c in CHANNELS if (root / c).is_dir()}
     print(f"channels in {root}: {counts}")
+    if args.dry_run:
+        print(f"would upload {sum(counts.values())} files to s3://{args.bucket}/{args.prefix.rstrip('/')}/ (dry run)")
+        return 0
     uploaded, skipped = upload(root, args.bucket, args.prefix, boto3.client("s3", region_name=args.region))
     print(f"uploaded {uploaded} files, skipped {skipped} already in S3; "
           f"use --data s3://{args.bucket}/{args.prefix.rstrip('/')}")

@@ -133,3 +133,15 @@ def test_prepare_data_unzips_verifies_and_uploads_once(tmp_path, sample_data, ca
         assert any(k.startswith("digits/train/001.zero/") for k in keys)
         assert prepare_data.main(argv) == 0  # a rerun uploads nothing
         assert f"uploaded 0 files, skipped {files}" in capsys.readouterr().out
+    assert prepare_data.main(argv + ["--dry-run"]) == 0  # outside the mock: no S3 call may happen
+    assert f"would upload {files} files to s3://data/digits/" in capsys.readouterr().out
+
+
+def test_invoke_dry_run(capsys, sample_data):
+    import invoke
+
+    image = sorted((sample_data / "test" / "004.three").iterdir())[0]
+    assert invoke.main([str(image), "--endpoint", "dogs", "--top-k", "2", "--dry-run"]) == 0
+    request = json.loads(capsys.readouterr().out)
+    assert request["EndpointName"] == "dogs" and request["ContentType"] == "image/png"
+    assert request["CustomAttributes"] == "top_k=2"
