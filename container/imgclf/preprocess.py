@@ -6,6 +6,7 @@ Images travel as uint8 CHW tensors (small to cache, pin and copy to the GPU);
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,14 @@ def normalize(
 ) -> torch.Tensor:
     """uint8 NCHW batch -> normalized float tensor on ``device`` in channels_last layout."""
     batch = batch.to(device, non_blocking=True).to(memory_format=torch.channels_last)
-    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255
+    mean, std = _scaled_mean_std(spec.mean, spec.std, device)
     return ((batch.float() - mean) / std).to(dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _scaled_mean_std(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Built once per device, not copied to it on every batch; ordinary tensors even when first
+    asked for under inference mode, so training can use them too."""
+    with torch.inference_mode(False):
+        return (torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255,
+                torch.tensor(std, device=device).view(1, 3, 1, 1) * 255)
