@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 image=${1:-imgclf:latest}
 base=$(docker/local-engine.sh)
 
+# Each build holds ~13 GB (builder stage + image): drop earlier builds of this repository and
+# dangling builder layers first, so repeated runs on one machine do not fill its disk.
+docker images --format '{{.Repository}}:{{.Tag}}' | grep "^${image%%:*}:" | xargs -r docker rmi -f >/dev/null || true
+docker image prune -f >/dev/null
+
 args=(BASE_IMAGE="$base")
 if [ -f /etc/ssl/certs/ca-certificates.crt ]; then args+=(CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt); fi
 make build IMAGE="${image%%:*}" TAG="${image##*:}" "${args[@]}"
