@@ -29,18 +29,13 @@ from . import data, debugger, metrics
 from .checkpoint import CHECKPOINT_FILE, fingerprint, load_checkpoint, save_checkpoint
 from .config import ConfigError, Hyperparameters, TrainingEnv, parse_hyperparameters
 from .hardware import fast_dtype
+from .logs import setup_logging
 from .model import ModelSpec, create_model, save_artifacts
 from .preprocess import ImageSpec, normalize
 
 log = logging.getLogger("imgclf.train")
 
 FAILURE_REASON_LIMIT = 1024  # DescribeTrainingJob shows this many characters
-
-
-def setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s", force=True
-    )
 
 
 def write_failure(output_dir: Path, message: str) -> None:

@@ -16,6 +16,7 @@ from gunicorn.app.base import BaseApplication
 
 from ..config import ConfigError, ServingConfig
 from ..hardware import count_gpus
+from ..logs import setup_logging
 from .app import create_app
 
 log = logging.getLogger("imgclf.serve")
@@ -40,7 +41,6 @@ def _post_fork(server, worker) -> None:
         ids = visible.split(",") if visible else [str(i) for i in range(config.gpus)]
         os.environ["CUDA_VISIBLE_DEVICES"] = ids[worker.gpu % len(ids)]
     torch.set_num_threads(config.torch_threads)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s")
     log.info("worker %d: %s, %d torch threads", os.getpid(),
              f"GPU {os.environ['CUDA_VISIBLE_DEVICES']}" if config.gpus else "CPU", config.torch_threads)
 
@@ -76,7 +76,7 @@ class Server(BaseApplication):
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()  # workers inherit it through fork
     try:
         config = ServingConfig.from_environ(gpus=count_gpus(), cpus=os.cpu_count() or 1)
     except ConfigError as e:
