@@ -256,10 +256,11 @@ def _env_int(environ: Mapping[str, str], name: str, default: int, minimum: int =
 
 
 def _precision(text: str) -> str:
-    value = text.strip().lower()
-    if value not in PRECISIONS:
-        raise ConfigError(f"environment variable IMGCLF_PRECISION={text!r} must be one of {', '.join(PRECISIONS)}")
-    return value
+    convert, allowed = _choice(PRECISIONS)
+    try:
+        return convert(text)
+    except ValueError:
+        raise ConfigError(f"environment variable IMGCLF_PRECISION={text!r} must be {allowed}") from None
 
 
 @dataclass(frozen=True)
