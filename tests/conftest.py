@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_healthy(url: str, process: subprocess.Popen, output: Callable[[], str], timeout: float = 120) -> None:
+    """Poll url/ping until it answers 200; fail at once if the server exits, or after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, output()
+        try:
+            if requests.get(url + "/ping", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("serve never became healthy:\n" + output())
+
+
 class ServeProcess:
     """The real ``serve`` command on a free loopback port."""
 
@@ -108,16 +123,7 @@ class ServeProcess:
         self.process = subprocess.Popen([str(serve)], env=environ, stdout=self.log_file, stderr=subprocess.STDOUT)
 
     def wait_until_healthy(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log()
-            try:
-                if requests.get(self.url + "/ping", timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("serve never became healthy:\n" + self.log())
+        wait_until_healthy(self.url, self.process, self.log, timeout)
 
     def log(self) -> str:
         if not self.log_file.closed:

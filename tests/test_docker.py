@@ -10,13 +10,12 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import REPO, free_port
+from conftest import REPO, free_port, wait_until_healthy
 
 pytestmark = pytest.mark.docker
 
@@ -64,15 +63,7 @@ def test_serve_in_container(trained_in_docker, image, test_dir, sample_data):
     server = subprocess.Popen([str(REPO / "local_test" / "serve_local.sh"), image], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert server.poll() is None, server.stdout.read()
-            time.sleep(0.2)
+        wait_until_healthy(f"http://127.0.0.1:{port}", server, server.stdout.read)
         image_file = sorted((sample_data / "test" / "004.three").iterdir())[0]
         result = subprocess.run([str(REPO / "local_test" / "predict.sh"), str(image_file)],
                                 env=env, capture_output=True, text=True, timeout=60)
@@ -131,13 +122,7 @@ def test_serve_needs_no_root(trained_in_docker, image, test_dir, sample_data):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        deadline, status = time.monotonic() + 120, None
-        while time.monotonic() < deadline and status != 200:
-            try:
-                status = requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code
-            except requests.ConnectionError:
-                assert server.poll() is None, server.stdout.read()
-            time.sleep(0.2)
+        wait_until_healthy(f"http://127.0.0.1:{port}", server, server.stdout.read)
         image_file = sorted((sample_data / "test" / "004.three").iterdir())[0]
         response = requests.post(f"http://127.0.0.1:{port}/invocations", data=image_file.read_bytes(),
                                  headers={"Content-Type": "image/png"}, timeout=30)
