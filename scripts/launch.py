@@ -187,6 +187,26 @@ def model_data_of(sess, source: str) -> str:
     return job["ModelArtifacts"]["S3ModelArtifacts"]
 
 
+def upload_file(target: Target, path: Path, s3_uri: str) -> None:
+    import boto3
+
+    bucket, _, key = s3_uri.removeprefix("s3://").partition("/")
+    boto3.client("s3", region_name=target.region).upload_file(str(path), bucket, key)
+
+
+def debug_job(region: str, job_name: str) -> tuple[str, list[dict]]:
+    """A Debugger job's tensor location and its rule evaluations (DescribeTrainingJob)."""
+    quiet_sdk()
+    import boto3
+
+    job = boto3.client("sagemaker", region_name=region).describe_training_job(TrainingJobName=job_name)
+    hook = job.get("DebugHookConfig")
+    if not hook:
+        raise LaunchError(f"training job {job_name} ran without a DebuggerHookConfig: it saved no tensors")
+    path = f"{hook['S3OutputPath'].rstrip('/')}/{job_name}/debug-output"
+    return path, job.get("DebugRuleEvaluationStatuses", [])
+
+
 def deploy(target: Target, sess, model_data: str, endpoint_name: str, instance_type: str, wait: bool) -> None:
     from sagemaker.model import Model
 

@@ -25,6 +25,19 @@ def test_invalid_values_raise(argv):
         parse_hyperparameters(argv)
 
 
+@pytest.mark.parametrize(("text", "rules"), [
+    ("none", ()), ("", ()), ("all", ("loss_not_decreasing", "vanishing_gradient", "overfit")),
+    ("Overfit, loss-not-decreasing,overfit", ("overfit", "loss_not_decreasing")),
+])
+def test_rules_parse(text, rules):
+    assert parse_hyperparameters(["--rules", text]).rules == rules
+
+
+def test_unknown_rule_is_named():
+    with pytest.raises(ConfigError, match="'rules' = 'overfit,dead_relu' is invalid: expected none, all, or a comma"):
+        parse_hyperparameters(["--rules", "overfit,dead_relu"])
+
+
 def test_channel_aliases(tmp_path):
     env = TrainingEnv.from_environ({
         "SM_CHANNELS": '["training", "validation"]',

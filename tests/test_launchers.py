@@ -24,6 +24,21 @@ def captured(capsys, main, argv) -> dict[str, dict]:
     return {name: json.loads(body) for name, body in zip(parts[::2], parts[1::2])}
 
 
+def test_debug_job_with_our_custom_rules(capsys):
+    evaluator = "759209512951.dkr.ecr.us-west-2.amazonaws.com/sagemaker-debugger-rule-evaluator:latest"
+    assert train_debug.main(COMMON + ["--custom-rule-image", evaluator]) == 0
+    out = capsys.readouterr().out
+    assert "--- would upload " + str(train_debug.RULES_SOURCE) + " to s3://bucket/out/debug-rules/rules.py" in out
+    job = json.loads(re.split(r"^--- CreateTrainingJob \(not sent\)$", out, flags=re.M)[1])
+    custom = {r["RuleConfigurationName"]: r for r in job["DebugRuleConfigurations"] if r["RuleEvaluatorImage"] == evaluator}
+    assert set(custom) == {"ImgclfLossNotDecreasing", "ImgclfVanishingGradient"}
+    loss = custom["ImgclfLossNotDecreasing"]
+    assert loss["RuleParameters"] | {} == {"source_s3_uri": "s3://bucket/out/debug-rules/rules.py",
+                                          "rule_to_invoke": "LossNotDecreasing", "window": "5"}
+    assert loss["InstanceType"] == "ml.t3.medium"
+    assert len(job["DebugHookConfig"]["CollectionConfigurations"]) == 4
+
+
 def test_tuner_request(capsys):
     request = captured(capsys, tune.main, COMMON + ["--max-jobs", "6", "--max-parallel-jobs", "3"])
     job = request["CreateHyperParameterTuningJob"]
@@ -47,8 +62,9 @@ def test_tuner_request(capsys):
 def test_debug_training_request(capsys):
     request = captured(capsys, train_debug.main, COMMON + ["--spot"])
     job = request["CreateTrainingJob"]
-    collections = [c["CollectionName"] for c in job["DebugHookConfig"]["CollectionConfigurations"]]
-    assert sorted(collections) == ["gradients", "losses", "relu_input", "weights"]
+    collections = {c["CollectionName"]: c["CollectionParameters"] for c in job["DebugHookConfig"]["CollectionConfigurations"]}
+    assert len(job["DebugHookConfig"]["CollectionConfigurations"]) == 4  # each once, with our save intervals
+    assert collections["losses"]["save_interval"] == "10" and collections["relu_input"]["include_regex"] == ".*relu_input"
     assert [r["RuleConfigurationName"] for r in job["DebugRuleConfigurations"]] == [
         "LossNotDecreasing", "VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization"]
     assert [r["RuleConfigurationName"] for r in job["ProfilerRuleConfigurations"]] == ["ProfilerReport", "LowGPUUtilization"]

@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .rules import TRAINING_RULES
+
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULERS = ("cosine", "step", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CACHE_MODES = ("auto", "true", "false")
+RULE_ACTIONS = ("log", "stop")
 
 # Channel names we accept, canonical name first.
 CHANNEL_ALIASES = {
@@ -60,6 +63,9 @@ class Hyperparameters:
     precision: str = "auto"
     cache_images: str = "auto"
     compile: bool = False
+    rules: tuple[str, ...] = TRAINING_RULES  # checked in the loop; "none" turns them off
+    rules_action: str = "log"
+    profile_steps: int = 0  # 0: off; else torch.profiler records this many steps
 
 
 def _integer(minimum: int, maximum: int | None = None) -> tuple[Callable[[str], Any], str]:
@@ -123,6 +129,20 @@ def _workers() -> tuple[Callable[[str], Any], str]:
     return convert, "auto or an integer >= 0"
 
 
+def _rules() -> tuple[Callable[[str], Any], str]:
+    def convert(text: str) -> tuple[str, ...]:
+        names = [n.strip().lower().replace("-", "_") for n in text.split(",") if n.strip()]
+        if names in ([], ["none"]):
+            return ()
+        if names == ["all"]:
+            return TRAINING_RULES
+        if any(n not in TRAINING_RULES for n in names):
+            raise ValueError
+        return tuple(dict.fromkeys(names))
+
+    return convert, "none, all, or a comma-separated list of " + ", ".join(TRAINING_RULES)
+
+
 _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "arch": _choice(ARCHS),
     "pretrained": _boolean(),
@@ -147,6 +167,9 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "precision": _choice(PRECISIONS),
     "cache_images": _choice(CACHE_MODES),
     "compile": _boolean(),
+    "rules": _rules(),
+    "rules_action": _choice(RULE_ACTIONS),
+    "profile_steps": _integer(0),
 }
 assert set(_PARSERS) == {f.name for f in dataclasses.fields(Hyperparameters)}
 

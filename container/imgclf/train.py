@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,13 +25,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import data, debugger, metrics
+from . import data, debugger, metrics, report
 from .checkpoint import CHECKPOINT_FILE, fingerprint, load_checkpoint, save_checkpoint
 from .config import ConfigError, Hyperparameters, TrainingEnv, parse_hyperparameters
 from .hardware import fast_dtype
 from .logs import setup_logging
 from .model import ModelSpec, create_model, save_artifacts
+from .monitor import RuleMonitor
 from .preprocess import ImageSpec, normalize
+from .profiling import start_profiler, stop_profiler
 
 log = logging.getLogger("imgclf.train")
 
@@ -105,7 +107,9 @@ def train_one_epoch(
     device: torch.device,
     amp_dtype: torch.dtype | None,
     epoch_label: str,
+    after_step: Callable[[torch.Tensor], bool] = lambda loss: False,
 ) -> dict[str, float]:
+    """One pass over ``loader``; ``after_step(loss)`` returning True ends it early."""
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -126,12 +130,15 @@ def train_one_epoch(
         loss_sum += loss.detach().float() * targets.size(0)
         correct += (outputs.argmax(1) == targets).sum()
         seen += targets.size(0)
-        if step % log_every == 0 or step == len(loader):
+        stop = after_step(loss)
+        if step % log_every == 0 or step == len(loader) or stop:
             log.info(
                 "%s step %d/%d loss %.4f lr %.3g %.1f images/s",
                 epoch_label, step, len(loader), loss.item(), optimizer.param_groups[0]["lr"],
                 seen / (time.perf_counter() - start),
             )
+        if stop:
+            break
     seconds = time.perf_counter() - start
     return {"loss": loss_sum.item() / seen, "accuracy": correct.item() / seen, "seconds": seconds, "images_per_sec": seen / seconds}
 
@@ -144,7 +151,9 @@ def evaluate(
     spec: ImageSpec,
     device: torch.device,
     amp_dtype: torch.dtype | None,
+    confusion: torch.Tensor | None = None,
 ) -> dict[str, float]:
+    """Loss and accuracy over ``loader``; also counts [true, predicted] pairs into ``confusion``."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -155,8 +164,12 @@ def evaluate(
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             outputs = model(inputs)
         loss_sum += criterion(outputs.float(), targets) * targets.size(0)
-        correct += (outputs.argmax(1) == targets).sum()
+        predicted = outputs.argmax(1)
+        correct += (predicted == targets).sum()
         seen += targets.size(0)
+        if confusion is not None:
+            n = confusion.size(0)
+            confusion += torch.bincount(targets * n + predicted, minlength=n * n).view(n, n).to(confusion.device)
     seconds = time.perf_counter() - start
     return {"loss": loss_sum.item() / seen, "accuracy": correct.item() / seen, "seconds": seconds, "images_per_sec": seen / seconds}
 
@@ -220,6 +233,7 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
     scheduler = build_scheduler(hp, optimizer, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     model_spec = ModelSpec(hp.arch, len(classes), hp.image_size, spec.mean, spec.std)
+    monitor = RuleMonitor(hp.rules, hp.rules_action == "stop", len(train_loader))
 
     def save_best(best: dict) -> None:
         save_artifacts(env.model_dir, best["state"], model_spec, classes, {"best_epoch": best["epoch"], "valid": best["valid"]})
@@ -237,15 +251,24 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
         generator.set_state(resumed["generator"])
         torch.set_rng_state(resumed["torch_rng"])
         history, best = resumed["history"], resumed["best"]
+        monitor.load_state_dict(resumed["monitor"])
         first_epoch = hp.epochs + 1 if resumed["stopped_early"] else resumed["epoch"] + 1
         save_best(best)  # a new job's model dir starts empty
         log.info("resuming after epoch %d from the checkpoint in %s", resumed["epoch"], env.checkpoint_dir)
+
+    profile_dir = env.output_data_dir / "profiler"
+    profiler = start_profiler(hp.profile_steps, profile_dir, device)
+
+    def after_step(loss: torch.Tensor) -> bool:
+        if profiler is not None:
+            profiler.step()
+        return monitor.after_step(loss, model, scaler.get_scale if scaler.is_enabled() else lambda: 1.0)
 
     for epoch in range(first_epoch, hp.epochs + 1):
         label = f"epoch={epoch}/{hp.epochs}"
         debugger.set_mode(hook, train=True)
         train_metrics = train_one_epoch(
-            network, train_loader, criterion, optimizer, scheduler, scaler, spec, device, amp_dtype, label
+            network, train_loader, criterion, optimizer, scheduler, scaler, spec, device, amp_dtype, label, after_step
         )
         if not math.isfinite(train_metrics["loss"]):
             raise ConfigError(
@@ -258,34 +281,54 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
             record["valid"] = evaluate(network, eval_loaders["valid"], criterion, spec, device, amp_dtype)
             log.info(metrics.metric_line(label, "valid", record["valid"]))
         history.append(record)
+        monitor.after_epoch(train_metrics["loss"], record["valid"]["loss"] if "valid" in record else None)
 
         score = record["valid"]["accuracy"] if "valid" in record else epoch  # no valid: keep the latest
         if score > best["score"]:
             best = {"epoch": epoch, "score": score, "state": copy.deepcopy(model.state_dict()), "valid": record.get("valid")}
             save_best(best)
             log.info("saved the model of epoch %d to %s", epoch, env.model_dir)
-        stop_early = bool(hp.early_stopping_patience) and epoch - best["epoch"] >= hp.early_stopping_patience
+        patience_over = bool(hp.early_stopping_patience) and epoch - best["epoch"] >= hp.early_stopping_patience
+        stop_early = patience_over or monitor.should_stop
         save_checkpoint(env.checkpoint_dir, {
             "fingerprint": job,
             "epoch": epoch, "stopped_early": stop_early,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-            "history": history, "best": best,
+            "history": history, "best": best, "monitor": monitor.state_dict(),
         })
-        if stop_early:
+        if patience_over:
             log.info("early stopping: valid accuracy has not improved for %d epochs", epoch - best["epoch"])
+        if stop_early:
             break
+    stop_profiler(profiler, profile_dir)
 
     summary = {"best_epoch": best["epoch"], "history": history}
-    if "test" in eval_loaders:
-        model.load_state_dict(best["state"])
+    model.load_state_dict(best["state"])
+    report_split = "test" if "test" in eval_loaders else "valid" if "valid" in eval_loaders else None
+    confusion = torch.zeros(len(classes), len(classes), dtype=torch.long, device=device)
+    if report_split:
         debugger.set_mode(hook, train=False)
-        summary["test"] = evaluate(network, eval_loaders["test"], criterion, spec, device, amp_dtype)
-        log.info(metrics.metric_line(f"final epoch={best['epoch']}", "test", summary["test"]))
-    env.output_data_dir.mkdir(parents=True, exist_ok=True)
-    (env.output_data_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
-    log.info("model (epoch %d) in %s; metrics in %s", best["epoch"], env.model_dir, env.output_data_dir / "metrics.json")
+        final = evaluate(network, eval_loaders[report_split], criterion, spec, device, amp_dtype, confusion)
+        if report_split == "test":
+            summary["test"] = final
+            log.info(metrics.metric_line(f"final epoch={best['epoch']}", "test", final))
+    write_reports(env.output_data_dir, summary, monitor, classes, confusion.tolist(), report_split)
+    log.info("model (epoch %d) in %s; metrics and reports in %s", best["epoch"], env.model_dir, env.output_data_dir)
     return summary
+
+
+def write_reports(directory: Path, summary: dict, monitor: RuleMonitor, classes: list[data.ClassInfo],
+                  confusion: list[list[int]], split: str | None) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "metrics.json").write_text(json.dumps(summary, indent=1))
+    pairs = report.confused_pairs(confusion, [c.label for c in classes]) if split else []
+    report.write_training_report(directory, summary["history"], pairs, split or "none")
+    if monitor.names:
+        outcome = monitor.report()
+        report.write_rules_report(directory, outcome)
+        fired = [name for name, result in outcome["rules"].items() if result["fired"]]
+        log.info("rules checked: %s; %s", ", ".join(monitor.names), f"fired: {', '.join(fired)}" if fired else "none fired")
 
 
 class Interrupted(BaseException):

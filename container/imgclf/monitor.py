@@ -1,0 +1,125 @@
+"""In-training rules (the ``rules`` hyperparameter): the checks SageMaker Debugger runs in its own
+rule containers, judged here from values the training loop already has, with an optional stop like
+Debugger's StopTraining action. Local mode and accounts without Debugger get them too.
+
+Every ``interval`` steps (a tenth of an epoch, at most 10) the monitor takes the mean train loss of
+those steps and each parameter gradient's mean absolute value; once per epoch, train and valid loss.
+Loss-not-decreasing compares the mean loss of the last half epoch (at least 20 steps: a single
+batch's loss is noisy) with the same span before it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from . import rules
+
+log = logging.getLogger(__name__)
+
+LOSS_WINDOW_MIN_STEPS = 20
+MIN_DECREASE = 0.0  # fire when the loss has not gone down at all
+GRADIENT_THRESHOLD = 1e-7
+OVERFIT_RATIO = 0.1
+
+
+def _same(value: torch.Tensor) -> torch.Tensor:
+    return value
+
+
+class RuleMonitor:
+    def __init__(
+        self,
+        names: Sequence[str],
+        stop: bool,
+        steps_per_epoch: int,
+        reduce_mean: Callable[[torch.Tensor], torch.Tensor] = _same,
+    ):
+        self.names = tuple(names)
+        self.stop = stop
+        self.interval = max(1, min(10, steps_per_epoch // 10))
+        self.loss_window = max(-(-LOSS_WINDOW_MIN_STEPS // self.interval), steps_per_epoch // 2 // self.interval)
+        self.reduce_mean = reduce_mean  # across ranks, so every rank takes the same decision
+        self.step = 0
+        self.epoch = 0
+        self.series: dict[str, list[float]] = {"step": [], "loss": [], "grad_min": [], "grad_max": []}
+        self.epochs: dict[str, list[float]] = {"train_loss": [], "valid_loss": []}
+        self.firings: list[dict] = []
+        self.stopped_at: int | None = None
+        self._losses: list[torch.Tensor] = []
+
+    @property
+    def should_stop(self) -> bool:
+        return self.stopped_at is not None
+
+    def after_step(self, loss: torch.Tensor, model: nn.Module, grad_scale: Callable[[], float]) -> bool:
+        """Record one optimizer step; True when the job should stop now."""
+        self.step += 1
+        if not self.names:
+            return False
+        self._losses.append(loss.detach().float())
+        if self.step % self.interval:
+            return False
+        loss_mean = self.reduce_mean(torch.stack(self._losses).mean()).view(1)
+        self._losses = []
+        grads = [p.grad.detach().abs().mean().float().view(1) for p in model.parameters() if p.grad is not None]
+        values = torch.cat([loss_mean, *grads]).tolist()  # one device sync per interval
+        scale = grad_scale()
+        grad_means = [g / scale for g in values[1:]]
+        self.series["step"].append(self.step)
+        self.series["loss"].append(values[0])
+        self.series["grad_min"].append(min(grad_means, default=0.0))
+        self.series["grad_max"].append(max(grad_means, default=0.0))
+
+        losses = self.series["loss"]
+        window = self.loss_window
+        if "loss_not_decreasing" in self.names and rules.loss_not_decreasing(losses, window, MIN_DECREASE):
+            before, recent = sum(losses[-2 * window : -window]) / window, sum(losses[-window:]) / window
+            self._fire("loss_not_decreasing", f"mean train loss of the last {window * self.interval} steps "
+                       f"({recent:.4g}) is not below that of the steps before ({before:.4g})")
+        if "vanishing_gradient" in self.names and rules.vanishing_gradient(grad_means, GRADIENT_THRESHOLD):
+            self._fire("vanishing_gradient", f"every gradient's mean |value| is below {GRADIENT_THRESHOLD:g} "
+                       f"(largest {max(grad_means):.3g})")
+        return self.should_stop
+
+    def after_epoch(self, train_loss: float, valid_loss: float | None) -> bool:
+        """Record one epoch's losses; True when the job should stop now."""
+        self.epochs["train_loss"].append(train_loss)
+        if valid_loss is not None:
+            self.epochs["valid_loss"].append(valid_loss)
+            train, valid = self.epochs["train_loss"][-len(self.epochs["valid_loss"]) :], self.epochs["valid_loss"]
+            if "overfit" in self.names and rules.overfit(train, valid, OVERFIT_RATIO):
+                self._fire("overfit", f"valid loss {valid[-1]:.4g} is more than {OVERFIT_RATIO:.0%} above its best "
+                           f"{min(valid):.4g} while the train loss kept falling")
+        self.epoch += 1
+        return self.should_stop
+
+    def _fire(self, rule: str, message: str) -> None:
+        first = not any(f["rule"] == rule for f in self.firings)
+        self.firings.append({"rule": rule, "step": self.step, "epoch": self.epoch + 1, "message": message})
+        if first:
+            log.warning("rule %s fired at step %d (epoch %d): %s", rule, self.step, self.epoch + 1, message)
+        if self.stop and self.stopped_at is None:
+            self.stopped_at = self.step
+            log.warning("stopping training: rule %s fired and rules-action is stop", rule)
+
+    def report(self) -> dict:
+        outcomes = {}
+        for name in self.names:
+            fired = [f for f in self.firings if f["rule"] == name]
+            outcomes[name] = {"fired": bool(fired), "times": len(fired), "first": fired[0] if fired else None}
+        return {
+            "rules": outcomes, "action": "stop" if self.stop else "log", "stopped_at_step": self.stopped_at,
+            "interval_steps": self.interval, "series": self.series, "epochs": self.epochs, "firings": self.firings,
+        }
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "epoch": self.epoch, "series": self.series, "epochs": self.epochs,
+                "firings": self.firings, "stopped_at": self.stopped_at}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
