@@ -47,6 +47,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         help="s3://BUCKET/PREFIX for model artifacts (env IMGCLF_OUTPUT_PATH)")
     parser.add_argument("--instance-type", default="ml.g4dn.xlarge")
     parser.add_argument("--instance-count", type=int, default=1)
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel over every GPU of every instance (torchrun; hyperparameter "
+                             "sagemaker_torch_distributed_enabled); on by itself for one multi-GPU instance")
     parser.add_argument("--spot", action="store_true", help="managed spot training (checkpoints resume the job)")
     parser.add_argument("--max-run", type=int, default=4 * 3600, help="seconds")
     parser.add_argument("--local", action="store_true", help="SDK local mode: run the image on this machine")
@@ -62,6 +65,7 @@ class Target:
     output_path: str | None
     instance_type: str
     instance_count: int
+    distributed: bool
     spot: bool
     max_run: int
     local: bool
@@ -81,7 +85,7 @@ def target_from(args: argparse.Namespace) -> Target:
     if not args.local and not args.dry_run and not (args.output_path or "").startswith("s3://"):
         raise LaunchError("--output-path s3://BUCKET/PREFIX is required for jobs on SageMaker")
     return Target(args.image_uri, args.role, args.region, args.data, args.output_path, args.instance_type,
-                  args.instance_count, args.spot, args.max_run, args.local, args.dry_run)
+                  args.instance_count, args.distributed, args.spot, args.max_run, args.local, args.dry_run)
 
 
 @dataclass
@@ -142,7 +146,8 @@ def estimator(target: Target, sess, hyperparameters: dict, **debug) -> object:
         instance_count=target.instance_count,
         instance_type=target.instance_type,
         output_path=target.output_path or (None if not target.local else f"file://{REPO / 'build' / 'local-mode'}"),
-        hyperparameters={k: str(v) for k, v in hyperparameters.items()},
+        hyperparameters={k: str(v) for k, v in hyperparameters.items()}
+        | ({"sagemaker_torch_distributed_enabled": "true"} if target.distributed else {}),
         metric_definitions=METRIC_DEFINITIONS,
         max_run=target.max_run,
         sagemaker_session=sess,

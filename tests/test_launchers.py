@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +38,13 @@ def test_debug_job_with_our_custom_rules(capsys):
                                           "rule_to_invoke": "LossNotDecreasing", "window": "5"}
     assert loss["InstanceType"] == "ml.t3.medium"
     assert len(job["DebugHookConfig"]["CollectionConfigurations"]) == 4
+
+
+def test_distributed_job_request(capsys):
+    request = captured(capsys, train_debug.main, COMMON + ["--instance-count", "2", "--distributed"])
+    job = request["CreateTrainingJob"]
+    assert job["ResourceConfig"]["InstanceCount"] == 2
+    assert job["HyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"
 
 
 def test_tuner_request(capsys):
@@ -98,16 +106,22 @@ def test_deploy_request(capsys):
     assert request["CreateEndpoint"]["EndpointName"] == "dogs"
 
 
-@pytest.mark.docker
-def test_local_mode_round_trip(image, tmp_path, sample_data):
-    """Estimator.fit and Model.deploy in the SDK's local mode run the real image via docker compose."""
+def local_target(image: str, output: Path, data: Path, instance_count: int = 1, distributed: bool = False):
     from argparse import Namespace
 
     import launch
 
-    args = Namespace(image_uri=image, role=None, region=None, data=str(sample_data), output_path=f"file://{tmp_path}",
-                     instance_type="local", instance_count=1, spot=False, max_run=3600, local=True, dry_run=False)
-    target = launch.target_from(args)
+    return launch.target_from(Namespace(
+        image_uri=image, role=None, region=None, data=str(data), output_path=f"file://{output}", instance_type="local",
+        instance_count=instance_count, distributed=distributed, spot=False, max_run=3600, local=True, dry_run=False))
+
+
+@pytest.mark.docker
+def test_local_mode_round_trip(image, tmp_path, sample_data):
+    """Estimator.fit and Model.deploy in the SDK's local mode run the real image via docker compose."""
+    import launch
+
+    target = local_target(image, tmp_path, sample_data)
     session = launch.session(target)
     estimator = launch.estimator(target, session, {**FAST, "epochs": "5"})
     estimator.fit(launch.channels(target), wait=True)
@@ -121,6 +135,29 @@ def test_local_mode_round_trip(image, tmp_path, sample_data):
         assert answer["predictions"][0][0]["label"] == "three" and len(answer["predictions"][0]) == 3
     finally:
         launch.delete_endpoint(session, "imgclf-local-test")
+
+
+@pytest.mark.docker
+def test_local_mode_two_instances_train_one_model(image, tmp_path, sample_data, capfd):
+    """instance_count=2 with --distributed: two containers, torchrun on each, gloo between them."""
+    import tarfile
+
+    import launch
+
+    target = local_target(image, tmp_path, sample_data, instance_count=2, distributed=True)
+    estimator = launch.estimator(target, launch.session(target), {**FAST, "epochs": "3"})
+    estimator.fit(launch.channels(target), wait=True)
+    logs = capfd.readouterr().out
+    with capfd.disabled():
+        print("\n".join(line for line in logs.splitlines() if "torchrun" in line or "gloo" in line or "test_accuracy" in line))
+    assert "--nnodes 2 --nproc_per_node 1" in logs and "--node_rank 1" in logs
+    assert "process 0 of 2 (local 0 of 1), gloo backend" in logs
+    job_dir = Path(estimator.model_data.removeprefix("file://")).parent
+    with tarfile.open(job_dir / "output.tar.gz") as tar:
+        metrics = json.load(tar.extractfile("metrics.json"))
+    assert metrics["test"]["accuracy"] > 0.8
+    with tarfile.open(job_dir / "model.tar.gz") as tar:
+        assert {"model.pt", "classes.json", "model.json"} <= set(tar.getnames())
 
 
 def test_prepare_data_unzips_verifies_and_uploads_once(tmp_path, sample_data, capsys):

@@ -234,6 +234,10 @@ class TrainingEnv:
     num_cpus: int
     current_host: str
     hosts: tuple[str, ...]
+    rank: int = 0  # torchrun's, when the program runs under it
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
 
     def channel(self, name: str) -> Path | None:
         """The folder of a channel by canonical name, accepting its aliases."""
@@ -262,6 +266,10 @@ class TrainingEnv:
             num_cpus=int(environ.get("SM_NUM_CPUS", str(os.cpu_count() or 1))),
             current_host=environ.get("SM_CURRENT_HOST", hosts[0]),
             hosts=hosts,
+            rank=int(environ.get("RANK", "0")),
+            world_size=int(environ.get("WORLD_SIZE", "1")),
+            local_rank=int(environ.get("LOCAL_RANK", "0")),
+            local_world_size=int(environ.get("LOCAL_WORLD_SIZE", "1")),
         )
 
 

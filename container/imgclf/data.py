@@ -92,14 +92,15 @@ def _estimated_bytes(count: int, side: int, square: bool) -> int:
     return count * 3 * side * (side if square else side * 4 // 3)
 
 
-def should_cache(mode: str, scans: dict[str, dict[str, list[Path]]], spec: ImageSpec) -> bool:
+def should_cache(mode: str, scans: dict[str, dict[str, list[Path]]], spec: ImageSpec, processes: int = 1) -> bool:
+    """Whether the decoded images fit in memory; ``processes`` on this machine each hold a copy."""
     if mode != "auto":
         return mode == "true"
     needed = sum(
         _estimated_bytes(sum(map(len, scan.values())), spec.resize_size, square=name != "train")
         for name, scan in scans.items()
     )
-    budget = int(psutil.virtual_memory().available * CACHE_MEMORY_FRACTION)
+    budget = int(psutil.virtual_memory().available * CACHE_MEMORY_FRACTION) // processes
     log.info("image cache needs about %.2f GB of a %.2f GB budget", needed / 1e9, budget / 1e9)
     return needed <= budget
 

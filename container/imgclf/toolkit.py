@@ -5,13 +5,22 @@ SIGKILL 120 s later. The toolkit neither handles nor forwards SIGTERM
 (aws/sagemaker-training-toolkit#125), and when PID 1 dies the kernel kills everything else at
 once, so the training program would never hear of it. Here PID 1 passes the signal to every
 process under it and waits for them to finish before the toolkit goes on.
+
+The toolkit's generic ``train`` only runs the program as one process (or through MPI); torchrun is
+wired up by the framework images. ``run_program`` (the toolkit's SAGEMAKER_TRAINING_MODULE hook)
+does that here: with ``sagemaker_torch_distributed_enabled`` (the SDK's
+``distribution={"torch_distributed": {"enabled": True}}``), or on one instance with several GPUs,
+the program runs under torchrun with one process per GPU (one per instance on CPUs) on every host.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import time
+from pathlib import Path
 
 import psutil
 
@@ -37,8 +46,37 @@ def _forward(signum: int, _frame) -> None:
         time.sleep(0.1)
 
 
+def _enabled(value: object) -> bool:
+    return str(value).strip().lower() in ("true", "1")
+
+
+def run_program() -> None:
+    from sagemaker_training import entry_point, environment, runner
+    from sagemaker_training.torch_distributed import TorchDistributedRunner
+
+    class TorchrunRunner(TorchDistributedRunner):
+        def _setup(self) -> None:
+            super()._setup()
+            os.environ["GLOO_SOCKET_IFNAME"] = str(self._network_interface_name)  # CPU jobs use gloo
+
+        def _create_command(self) -> list[str]:
+            command = super()._create_command()
+            command[0] = str(Path(sys.executable).with_name("torchrun"))  # ours, wherever PATH points
+            return command
+
+    env = environment.Environment()
+    args, env_vars = env.to_cmd_args(), env.to_env_vars()
+    process_runner = runner.ProcessRunnerType
+    if _enabled(env.additional_framework_parameters.get("sagemaker_torch_distributed_enabled")) or env.num_gpus > 1:
+        hosts = env.distribution_hosts or env.hosts  # empty on SageMaker when the flag is off
+        process_runner = TorchrunRunner(env.user_entry_point, args, env_vars, max(1, env.num_gpus), hosts[0], hosts,
+                                        env.current_host, env.network_interface_name, env.current_instance_type)
+    entry_point.run(env.module_dir, env.user_entry_point, args, env_vars, runner_type=process_runner)
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _forward)
+    os.environ.setdefault("SAGEMAKER_TRAINING_MODULE", "imgclf.toolkit:run_program")
     from sagemaker_training.cli.train import main as toolkit_train
 
     toolkit_train()

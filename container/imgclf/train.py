@@ -23,11 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
-from . import data, debugger, metrics, report
+from . import data, debugger, distributed, metrics, report
 from .checkpoint import CHECKPOINT_FILE, fingerprint, load_checkpoint, save_checkpoint
 from .config import ConfigError, Hyperparameters, TrainingEnv, parse_hyperparameters
+from .distributed import Group
 from .hardware import fast_dtype
 from .logs import setup_logging
 from .model import ModelSpec, create_model, save_artifacts
@@ -108,6 +110,7 @@ def train_one_epoch(
     amp_dtype: torch.dtype | None,
     epoch_label: str,
     after_step: Callable[[torch.Tensor], bool] = lambda loss: False,
+    group: Group = Group(),
 ) -> dict[str, float]:
     """One pass over ``loader``; ``after_step(loss)`` returning True ends it early."""
     model.train()
@@ -139,8 +142,14 @@ def train_one_epoch(
             )
         if stop:
             break
-    seconds = time.perf_counter() - start
-    return {"loss": loss_sum.item() / seen, "accuracy": correct.item() / seen, "seconds": seconds, "images_per_sec": seen / seconds}
+    return totals(loss_sum, correct, seen, time.perf_counter() - start, group)
+
+
+def totals(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: float, group: Group) -> dict[str, float]:
+    """Loss, accuracy and throughput over every process (one all-reduce)."""
+    summed = group.sum(torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(seen), device=loss_sum.device)]))
+    loss, hits, count = summed.tolist()
+    return {"loss": loss / count, "accuracy": hits / count, "seconds": seconds, "images_per_sec": count / seconds}
 
 
 @torch.inference_mode()
@@ -152,6 +161,7 @@ def evaluate(
     device: torch.device,
     amp_dtype: torch.dtype | None,
     confusion: torch.Tensor | None = None,
+    group: Group = Group(),
 ) -> dict[str, float]:
     """Loss and accuracy over ``loader``; also counts [true, predicted] pairs into ``confusion``."""
     model.eval()
@@ -170,8 +180,7 @@ def evaluate(
         if confusion is not None:
             n = confusion.size(0)
             confusion += torch.bincount(targets * n + predicted, minlength=n * n).view(n, n).to(confusion.device)
-    seconds = time.perf_counter() - start
-    return {"loss": loss_sum.item() / seen, "accuracy": correct.item() / seen, "seconds": seconds, "images_per_sec": seen / seconds}
+    return totals(loss_sum, correct, seen, time.perf_counter() - start, group)
 
 
 def load_splits(hp: Hyperparameters, env: TrainingEnv, spec: ImageSpec) -> tuple[list[data.ClassInfo], dict[str, data.Split]]:
@@ -184,14 +193,41 @@ def load_splits(hp: Hyperparameters, env: TrainingEnv, spec: ImageSpec) -> tuple
     scans = {name: data.scan_channel(name, root) for name, root in roots.items() if root is not None}
     data.check_same_classes(scans)
     classes = data.class_list(scans["train"])
-    cache = data.should_cache(hp.cache_images, scans, spec)
+    cache = data.should_cache(hp.cache_images, scans, spec, env.local_world_size)
     threads = max(2, env.num_cpus)
     splits = {name: data.load_split(name, scan, classes, spec, cache, threads) for name, scan in scans.items()}
     return classes, splits
 
 
+def build_loaders(
+    hp: Hyperparameters, splits: dict[str, data.Split], spec: ImageSpec, device: torch.device, workers: int,
+    group: Group, generator: torch.Generator,
+) -> tuple[DataLoader, dict[str, DataLoader]]:
+    """``batch-size`` is the global batch: each of the processes takes its share."""
+    if hp.batch_size % group.world_size:
+        raise ConfigError(f"batch-size {hp.batch_size} does not split evenly over {group.world_size} processes")
+    batch = hp.batch_size // group.world_size
+    common = dict(batch_size=batch, num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    train_set = data.ImageDataset(
+        splits["train"], spec, data.train_augmentation(spec, hp.random_crop_min_scale, hp.horizontal_flip)
+    )
+    if group.active:
+        sampler = DistributedSampler(train_set, group.world_size, group.rank, shuffle=True, seed=hp.seed)
+        train_loader = DataLoader(train_set, sampler=sampler, drop_last=len(sampler) > batch, **common)
+    else:
+        train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_set) > batch, generator=generator, **common)
+    eval_loaders = {}
+    for name, split in splits.items():
+        if name != "train":
+            dataset = data.ImageDataset(split, spec)
+            eval_loaders[name] = DataLoader(dataset, sampler=distributed.ShardSampler(len(dataset), group), **common)
+    return train_loader, eval_loaders
+
+
 def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    group = Group(env.rank, env.world_size, env.local_rank, env.local_world_size)
+    device = torch.device("cuda", env.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    distributed.start(group, device)
     amp_dtype = choose_precision(hp.precision, device)
     if hp.compile and shutil.which("cc") is None and shutil.which("gcc") is None:
         raise ConfigError("compile=true needs a C compiler for torch.compile; build the image with WITH_COMPILER=true")
@@ -205,25 +241,13 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
     if hp.early_stopping_patience and "valid" not in splits:
         raise ConfigError("early-stopping-patience needs a 'valid' channel to watch")
 
-    workers = default_workers(hp.num_workers, device, env.num_cpus)
-    loader_args = dict(
-        batch_size=hp.batch_size, num_workers=workers, pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-    )
-    train_set = data.ImageDataset(
-        splits["train"], spec, data.train_augmentation(spec, hp.random_crop_min_scale, hp.horizontal_flip)
-    )
-    train_loader = DataLoader(
-        train_set, shuffle=True, drop_last=len(train_set) > hp.batch_size, generator=generator, **loader_args
-    )
-    eval_loaders = {
-        name: DataLoader(data.ImageDataset(split, spec), shuffle=False, **loader_args)
-        for name, split in splits.items() if name != "train"
-    }
+    workers = default_workers(hp.num_workers, device, env.num_cpus // group.local_world_size)
+    train_loader, eval_loaders = build_loaders(hp, splits, spec, device, workers, group, generator)
 
     model = create_model(hp.arch, len(classes), hp.pretrained, env.channel("pretrained"), hp.freeze_backbone)
     model = model.to(device, memory_format=torch.channels_last)
-    network = torch.compile(model) if hp.compile else model  # `model` keeps the plain state_dict keys
+    compiled = torch.compile(model) if hp.compile else model  # `model` keeps the plain state_dict keys
+    network = DistributedDataParallel(compiled) if group.active else compiled  # evaluation runs `compiled`
     criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
     hook = debugger.create_hook(env.input_config_dir, model, criterion)
     if hook is not None and amp_dtype == torch.bfloat16:
@@ -233,16 +257,19 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
     scheduler = build_scheduler(hp, optimizer, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     model_spec = ModelSpec(hp.arch, len(classes), hp.image_size, spec.mean, spec.std)
-    monitor = RuleMonitor(hp.rules, hp.rules_action == "stop", len(train_loader))
+    monitor = RuleMonitor(hp.rules, hp.rules_action == "stop", len(train_loader), group.mean)
 
     def save_best(best: dict) -> None:
-        save_artifacts(env.model_dir, best["state"], model_spec, classes, {"best_epoch": best["epoch"], "valid": best["valid"]})
+        if group.is_main:
+            save_artifacts(env.model_dir, best["state"], model_spec, classes, {"best_epoch": best["epoch"], "valid": best["valid"]})
 
     history: list[dict] = []
     best: dict = {"epoch": 0, "score": -1.0, "state": None, "valid": None}
     first_epoch = 1
     job = fingerprint(hp.arch, hp.image_size, [c.folder for c in classes])
     resumed = load_checkpoint(env.checkpoint_dir, job)
+    if not group.same_on_all(None if resumed is None else resumed["epoch"]):
+        raise ConfigError(f"the hosts' checkpoints in {env.checkpoint_dir} differ; give every host the same one")
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
@@ -257,7 +284,7 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
         log.info("resuming after epoch %d from the checkpoint in %s", resumed["epoch"], env.checkpoint_dir)
 
     profile_dir = env.output_data_dir / "profiler"
-    profiler = start_profiler(hp.profile_steps, profile_dir, device)
+    profiler = start_profiler(hp.profile_steps if group.is_main else 0, profile_dir, device)
 
     def after_step(loss: torch.Tensor) -> bool:
         if profiler is not None:
@@ -266,9 +293,11 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
 
     for epoch in range(first_epoch, hp.epochs + 1):
         label = f"epoch={epoch}/{hp.epochs}"
+        if isinstance(train_loader.sampler, DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
         debugger.set_mode(hook, train=True)
         train_metrics = train_one_epoch(
-            network, train_loader, criterion, optimizer, scheduler, scaler, spec, device, amp_dtype, label, after_step
+            network, train_loader, criterion, optimizer, scheduler, scaler, spec, device, amp_dtype, label, after_step, group
         )
         if not math.isfinite(train_metrics["loss"]):
             raise ConfigError(
@@ -278,7 +307,7 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
         record = {"epoch": epoch, "train": train_metrics}
         if "valid" in eval_loaders:
             debugger.set_mode(hook, train=False)
-            record["valid"] = evaluate(network, eval_loaders["valid"], criterion, spec, device, amp_dtype)
+            record["valid"] = evaluate(compiled, eval_loaders["valid"], criterion, spec, device, amp_dtype, group=group)
             log.info(metrics.metric_line(label, "valid", record["valid"]))
         history.append(record)
         monitor.after_epoch(train_metrics["loss"], record["valid"]["loss"] if "valid" in record else None)
@@ -290,13 +319,15 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
             log.info("saved the model of epoch %d to %s", epoch, env.model_dir)
         patience_over = bool(hp.early_stopping_patience) and epoch - best["epoch"] >= hp.early_stopping_patience
         stop_early = patience_over or monitor.should_stop
-        save_checkpoint(env.checkpoint_dir, {
+        state = {
             "fingerprint": job,
             "epoch": epoch, "stopped_early": stop_early,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
             "history": history, "best": best, "monitor": monitor.state_dict(),
-        })
+        }
+        if group.is_main:
+            save_checkpoint(env.checkpoint_dir, state)
         if patience_over:
             log.info("early stopping: valid accuracy has not improved for %d epochs", epoch - best["epoch"])
         if stop_early:
@@ -309,11 +340,13 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
     confusion = torch.zeros(len(classes), len(classes), dtype=torch.long, device=device)
     if report_split:
         debugger.set_mode(hook, train=False)
-        final = evaluate(network, eval_loaders[report_split], criterion, spec, device, amp_dtype, confusion)
+        final = evaluate(compiled, eval_loaders[report_split], criterion, spec, device, amp_dtype, confusion, group)
         if report_split == "test":
             summary["test"] = final
             log.info(metrics.metric_line(f"final epoch={best['epoch']}", "test", final))
-    write_reports(env.output_data_dir, summary, monitor, classes, confusion.tolist(), report_split)
+    confusion = group.sum(confusion)
+    if group.is_main:
+        write_reports(env.output_data_dir, summary, monitor, classes, confusion.tolist(), report_split)
     log.info("model (epoch %d) in %s; metrics and reports in %s", best["epoch"], env.model_dir, env.output_data_dir)
     return summary
 
@@ -345,6 +378,8 @@ def _interrupt(signum: int, _frame) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     env = TrainingEnv.from_environ()
+    if env.rank != 0:  # every process computes the same metrics and decisions: one of them reports
+        logging.getLogger("imgclf").setLevel(logging.ERROR)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         hp = parse_hyperparameters(sys.argv[1:] if argv is None else argv)
@@ -366,6 +401,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tail = "".join(traceback.format_exception(e)[-3:])
         write_failure(env.output_dir, f"unexpected error {type(e).__name__}: {e}\n{tail}")
         return 1
+    finally:
+        distributed.stop()
     return 0
 
 
