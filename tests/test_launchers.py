@@ -153,8 +153,8 @@ def test_local_mode_two_instances_train_one_model(image, tmp_path, sample_data, 
     assert "--nnodes 2 --nproc_per_node 1" in logs and "--node_rank 1" in logs
     assert "process 0 of 2 (local 0 of 1), gloo backend" in logs
     job_dir = Path(estimator.model_data.removeprefix("file://")).parent
-    with tarfile.open(job_dir / "output.tar.gz") as tar:
-        metrics = json.load(tar.extractfile("metrics.json"))
+    with tarfile.open(job_dir / "output.tar.gz") as tar:  # local mode packs /opt/ml/output, SageMaker output/data
+        metrics = json.load(tar.extractfile("data/metrics.json"))
     assert metrics["test"]["accuracy"] > 0.8
     with tarfile.open(job_dir / "model.tar.gz") as tar:
         assert {"model.pt", "classes.json", "model.json"} <= set(tar.getnames())

@@ -24,6 +24,7 @@ LR_SCHEDULERS = ("cosine", "step", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CACHE_MODES = ("auto", "true", "false")
 RULE_ACTIONS = ("log", "stop")
+AUGMENT_ON = ("auto", "cpu", "device")
 
 # Channel names we accept, canonical name first.
 CHANNEL_ALIASES = {
@@ -57,6 +58,7 @@ class Hyperparameters:
     image_size: int = 224
     random_crop_min_scale: float = 0.08
     horizontal_flip: bool = True
+    augment_on: str = "auto"  # auto: the GPU when there is one
     num_workers: int = -1  # -1: chosen from the CPU and GPU count
     seed: int = 42
     early_stopping_patience: int = 0  # 0: off
@@ -161,6 +163,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "image_size": _integer(16, 1024),
     "random_crop_min_scale": _number(0.01, 1.0),
     "horizontal_flip": _boolean(),
+    "augment_on": _choice(AUGMENT_ON),
     "num_workers": _workers(),
     "seed": _integer(0),
     "early_stopping_patience": _integer(0),

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from . import data, debugger, distributed, metrics, report
+from .augment import augment_batch, pad_collate
 from .checkpoint import CHECKPOINT_FILE, fingerprint, load_checkpoint, save_checkpoint
 from .config import ConfigError, Hyperparameters, TrainingEnv, parse_hyperparameters
 from .distributed import Group
@@ -105,21 +106,22 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LambdaLR,
     scaler: torch.amp.GradScaler,
-    spec: ImageSpec,
+    to_inputs: Callable[[tuple], tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
     amp_dtype: torch.dtype | None,
     epoch_label: str,
     after_step: Callable[[torch.Tensor], bool] = lambda loss: False,
     group: Group = Group(),
 ) -> dict[str, float]:
-    """One pass over ``loader``; ``after_step(loss)`` returning True ends it early."""
+    """One pass over ``loader``; ``to_inputs`` makes a loader batch the model's (inputs, targets);
+    ``after_step(loss)`` returning True ends the pass early."""
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, start = 0, time.perf_counter()
     log_every = max(1, len(loader) // 10)
-    for step, (images, targets) in enumerate(loader, 1):
-        inputs = normalize(images, spec, device)
+    for step, batch in enumerate(loader, 1):
+        inputs, targets = to_inputs(batch)
         targets = targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             outputs = model(inputs)
@@ -199,23 +201,29 @@ def load_splits(hp: Hyperparameters, env: TrainingEnv, spec: ImageSpec) -> tuple
     return classes, splits
 
 
+def augments_on_device(requested: str, device: torch.device) -> bool:
+    return requested == "device" or (requested == "auto" and device.type == "cuda")
+
+
 def build_loaders(
     hp: Hyperparameters, splits: dict[str, data.Split], spec: ImageSpec, device: torch.device, workers: int,
     group: Group, generator: torch.Generator,
 ) -> tuple[DataLoader, dict[str, DataLoader]]:
-    """``batch-size`` is the global batch: each of the processes takes its share."""
+    """``batch-size`` is the global batch: each of the processes takes its share. With augmentation
+    on the device, train batches are (padded uint8 images, their sizes, targets)."""
     if hp.batch_size % group.world_size:
         raise ConfigError(f"batch-size {hp.batch_size} does not split evenly over {group.world_size} processes")
     batch = hp.batch_size // group.world_size
     common = dict(batch_size=batch, num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
-    train_set = data.ImageDataset(
-        splits["train"], spec, data.train_augmentation(spec, hp.random_crop_min_scale, hp.horizontal_flip)
-    )
+    on_device = augments_on_device(hp.augment_on, device)
+    transform = None if on_device else data.train_augmentation(spec, hp.random_crop_min_scale, hp.horizontal_flip)
+    train_set = data.ImageDataset(splits["train"], spec, transform)
+    train_args = dict(common, collate_fn=pad_collate if on_device else None)
     if group.active:
         sampler = DistributedSampler(train_set, group.world_size, group.rank, shuffle=True, seed=hp.seed)
-        train_loader = DataLoader(train_set, sampler=sampler, drop_last=len(sampler) > batch, **common)
+        train_loader = DataLoader(train_set, sampler=sampler, drop_last=len(sampler) > batch, **train_args)
     else:
-        train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_set) > batch, generator=generator, **common)
+        train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_set) > batch, generator=generator, **train_args)
     eval_loaders = {}
     for name, split in splits.items():
         if name != "train":
@@ -234,7 +242,9 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
     generator = seed_everything(hp.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    log.info("device %s, precision %s, hyperparameters %s", device, amp_dtype or "fp32", json.dumps(asdict(hp)))
+    on_device = augments_on_device(hp.augment_on, device)
+    log.info("device %s, precision %s, augmentation on the %s, hyperparameters %s", device, amp_dtype or "fp32",
+             "device" if on_device else "CPU", json.dumps(asdict(hp)))
 
     spec = ImageSpec(hp.image_size)
     classes, splits = load_splits(hp, env, spec)
@@ -283,6 +293,13 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
         save_best(best)  # a new job's model dir starts empty
         log.info("resuming after epoch %d from the checkpoint in %s", resumed["epoch"], env.checkpoint_dir)
 
+    def to_inputs(batch: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        if on_device:
+            images, sizes, targets = batch
+            return augment_batch(images, sizes, spec, hp.random_crop_min_scale, hp.horizontal_flip, device), targets
+        images, targets = batch
+        return normalize(images, spec, device), targets
+
     profile_dir = env.output_data_dir / "profiler"
     profiler = start_profiler(hp.profile_steps if group.is_main else 0, profile_dir, device)
 
@@ -297,7 +314,7 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
             train_loader.sampler.set_epoch(epoch)
         debugger.set_mode(hook, train=True)
         train_metrics = train_one_epoch(
-            network, train_loader, criterion, optimizer, scheduler, scaler, spec, device, amp_dtype, label, after_step, group
+            network, train_loader, criterion, optimizer, scheduler, scaler, to_inputs, device, amp_dtype, label, after_step, group
         )
         if not math.isfinite(train_metrics["loss"]):
             raise ConfigError(
