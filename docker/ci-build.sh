@@ -9,7 +9,11 @@ base=$(docker/local-engine.sh)
 
 # Each build holds ~13 GB (builder stage + image): drop earlier builds of this repository and
 # dangling builder layers first, so repeated runs on one machine do not fill its disk.
-docker images --format '{{.Repository}}:{{.Tag}}' | grep "^${image%%:*}:" | xargs -r docker rmi -f >/dev/null || true
+# Finished test containers of those builds (SDK local mode leaves its own) keep their layers too.
+for old in $(docker images --format '{{.Repository}}:{{.Tag}}' | grep "^${image%%:*}:" || true); do
+    docker ps -aq --filter "ancestor=$old" --filter status=exited --filter status=created | xargs -r docker rm >/dev/null
+    docker rmi -f "$old" >/dev/null || true
+done
 docker image prune -f >/dev/null
 
 args=(BASE_IMAGE="$base")
