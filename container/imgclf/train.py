@@ -207,7 +207,7 @@ def augments_on_device(requested: str, device: torch.device) -> bool:
 
 def build_loaders(
     hp: Hyperparameters, splits: dict[str, data.Split], spec: ImageSpec, device: torch.device, workers: int,
-    group: Group, generator: torch.Generator,
+    group: Group, generator: torch.Generator, on_device: bool,
 ) -> tuple[DataLoader, dict[str, DataLoader]]:
     """``batch-size`` is the global batch: each of the processes takes its share. With augmentation
     on the device, train batches are (padded uint8 images, their sizes, targets)."""
@@ -215,7 +215,6 @@ def build_loaders(
         raise ConfigError(f"batch-size {hp.batch_size} does not split evenly over {group.world_size} processes")
     batch = hp.batch_size // group.world_size
     common = dict(batch_size=batch, num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
-    on_device = augments_on_device(hp.augment_on, device)
     transform = None if on_device else data.train_augmentation(spec, hp.random_crop_min_scale, hp.horizontal_flip)
     train_set = data.ImageDataset(splits["train"], spec, transform)
     train_args = dict(common, collate_fn=pad_collate if on_device else None)
@@ -252,7 +251,7 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
         raise ConfigError("early-stopping-patience needs a 'valid' channel to watch")
 
     workers = default_workers(hp.num_workers, device, env.num_cpus // group.local_world_size)
-    train_loader, eval_loaders = build_loaders(hp, splits, spec, device, workers, group, generator)
+    train_loader, eval_loaders = build_loaders(hp, splits, spec, device, workers, group, generator, on_device)
 
     model = create_model(hp.arch, len(classes), hp.pretrained, env.channel("pretrained"), hp.freeze_backbone)
     model = model.to(device, memory_format=torch.channels_last)
