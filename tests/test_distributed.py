@@ -5,7 +5,11 @@ which joins the two over gloo on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import shutil
+import signal
 import subprocess
+import time
+from pathlib import Path
 
 import torch
 
@@ -13,19 +17,25 @@ import local_train
 from conftest import FAST, channels_of, run_job
 
 HOSTS = ["localhost", "127.0.0.1"]  # two names for this machine: the toolkit resolves them
+DISTRIBUTED = {"sagemaker_torch_distributed_enabled": "true"}
 
 
-def test_two_hosts_train_one_model_as_well_as_one_host(tmp_path, sample_data, capsys):
-    hyperparameters = {**FAST, "epochs": "3", "sagemaker_torch_distributed_enabled": "true"}
-    bases = [tmp_path / f"host{i}" for i in (1, 2)]
-    processes = []
-    for base, host in zip(bases, HOSTS):
-        local_train.layout(base, channels_of(sample_data), hyperparameters)
+def start_hosts(root: Path, data: Path, hyperparameters: dict, hosts: list[str] = HOSTS, fresh: bool = True):
+    """One toolkit `train` per host, each on its own /opt/ml under ``root``; returns (bases, processes)."""
+    bases, processes = [root / f"host{i}" for i in range(1, len(hosts) + 1)], []
+    for base, host in zip(bases, hosts):
+        if fresh:
+            local_train.layout(base, channels_of(data), hyperparameters)
         (base / "input/config/resourceconfig.json").write_text(json.dumps({
-            "current_host": host, "hosts": HOSTS, "network_interface_name": "lo", "current_instance_type": "local"}))
+            "current_host": host, "hosts": hosts, "network_interface_name": "lo", "current_instance_type": "local"}))
         processes.append(subprocess.Popen(
             local_train.train_command(), env=local_train.train_env(base, {"OMP_NUM_THREADS": "1"}),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return bases, processes
+
+
+def test_two_hosts_train_one_model_as_well_as_one_host(tmp_path, sample_data, capsys):
+    bases, processes = start_hosts(tmp_path, sample_data, {**FAST, "epochs": "3", **DISTRIBUTED})
     outputs = [p.communicate(timeout=900)[0] for p in processes]
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-4000:]
@@ -51,3 +61,41 @@ def test_two_hosts_train_one_model_as_well_as_one_host(tmp_path, sample_data, ca
     with capsys.disabled():
         print(f"test accuracy: two hosts {two:.4f}, one host {one:.4f}")
     assert two > 0.8 and abs(two - one) < 0.05
+
+
+def test_a_failure_under_torchrun_fails_the_job(tmp_path, sample_data):
+    """sagemaker-training 4.9's torchrun runner would report SUCCESS for any exit code (toolkit.py)."""
+    bases, processes = start_hosts(tmp_path, sample_data, {**FAST, "batch-size": "0", **DISTRIBUTED}, hosts=["localhost"])
+    output = processes[0].communicate(timeout=300)[0]
+    assert processes[0].returncode != 0, output[-3000:]
+    assert "Reporting training FAILURE" in output and "Reporting training SUCCESS" not in output
+    assert "'batch-size' = '0' is invalid" in (bases[0] / "output/failure").read_text()
+
+
+def test_stopped_two_host_job_resumes_from_its_checkpoint(tmp_path, sample_data):
+    hyperparameters = {**FAST, "epochs": "4", **DISTRIBUTED}
+    bases, processes = start_hosts(tmp_path, sample_data, hyperparameters)
+    checkpoint = bases[0] / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and time.monotonic() < deadline and processes[0].poll() is None:
+        time.sleep(0.2)
+    assert checkpoint.exists(), processes[0].communicate()[0][-3000:]
+    for process in processes:  # what `docker stop` does to each instance
+        process.send_signal(signal.SIGTERM)
+    outputs = [p.communicate(timeout=200)[0] for p in processes]
+    for base, process, output in zip(bases, processes, outputs):
+        assert process.returncode != 0 and "Reporting training FAILURE" in output, output[-3000:]
+        assert (base / "output/failure").read_text().startswith("stopped by SIGTERM")
+    stopped_after = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert stopped_after < 4
+
+    # SageMaker restores the job's checkpoint S3 location onto every host of the next job.
+    shutil.copytree(bases[0] / "checkpoints", bases[1] / "checkpoints")
+    for base in bases:
+        (base / "output/failure").unlink()
+    _, processes = start_hosts(tmp_path, sample_data, hyperparameters, fresh=False)
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    assert all(p.returncode == 0 for p in processes), outputs[0][-3000:]
+    assert f"resuming after epoch {stopped_after}" in outputs[0]
+    assert f"epoch={stopped_after}/4 train_loss" not in outputs[0] and "epoch=4/4 train_loss" in outputs[0]
+    assert (bases[0] / "model/model.pt").is_file()

@@ -64,6 +64,12 @@ def run_program() -> None:
             command[0] = str(Path(sys.executable).with_name("torchrun"))  # ours, wherever PATH points
             return command
 
+        def run(self, wait: bool = True, capture_error: bool = False):
+            # entry_point.run calls run(wait, capture_error) like every ProcessRunner, but 4.9's
+            # TorchDistributedRunner.run takes (capture_error, wait): wait=False skips the exit-code
+            # check, and a failed distributed job would report SUCCESS.
+            return super().run(capture_error=capture_error, wait=wait)
+
     env = environment.Environment()
     args, env_vars = env.to_cmd_args(), env.to_env_vars()
     process_runner = runner.ProcessRunnerType

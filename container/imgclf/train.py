@@ -10,6 +10,7 @@ import copy
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import signal
@@ -46,7 +47,9 @@ FAILURE_REASON_LIMIT = 1024  # DescribeTrainingJob shows this many characters
 def write_failure(output_dir: Path, message: str) -> None:
     """Leave the reason where SageMaker reads it (the toolkit keeps an existing file)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "failure").write_text(message[:FAILURE_REASON_LIMIT])
+    tmp = output_dir / f".failure.{os.getpid()}"
+    tmp.write_text(message[:FAILURE_REASON_LIMIT])
+    os.replace(tmp, output_dir / "failure")  # never seen half-written, by the toolkit or SageMaker
 
 
 def seed_everything(seed: int) -> torch.Generator:
