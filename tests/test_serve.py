@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import time
@@ -124,6 +125,21 @@ def test_client_errors_get_clear_json_and_no_5xx(server, case):
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
     assert requests.get(server.url + "/ping", timeout=2).status_code == 200
+
+
+@pytest.mark.parametrize("accept", [None, "", "application/json; charset=utf-8"])
+def test_raw_http_client_without_accept_gets_json(server, sample_data, accept):
+    """Batch transform sends no Accept unless the user sets one; http.client adds none either."""
+    _, png = sample_images(sample_data)[0]
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    headers = {"Content-Type": "image/png"} | ({} if accept is None else {"Accept": accept})
+    connection.request("POST", "/invocations", body=png, headers=headers)
+    response = connection.getresponse()
+    body = response.read()
+    connection.close()
+    assert response.status == 200, body
+    assert response.getheader("Content-Type") == "application/json"
+    assert json.loads(body)["predictions"][0][0]["label"]
 
 
 def test_truncated_and_bomb_images(server, sample_data):

@@ -77,7 +77,7 @@ def create_app(config: ServingConfig) -> Flask:
         predictor: Predictor | None = state["predictor"]
         if predictor is None:
             return _error(500, state["error"]) if state["error"] else _error(503, "model is still loading; retry shortly")
-        if request.accept_mimetypes.best_match(codecs.RESPONSE_TYPES) is None:
+        if not codecs.accepts_json(request.headers.get("Accept")):
             return _error(406, f"Accept {request.headers.get('Accept')!r} is not supported; use {codecs.JSON}")
         body = request.get_data(cache=False)
         if not body:

@@ -13,7 +13,6 @@ IMAGE_TYPES = frozenset({
     "image/jpeg", "image/jpg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff",
     "application/x-image", "application/octet-stream",
 })
-RESPONSE_TYPES = (JSON,)
 
 
 class RequestError(Exception):
@@ -88,6 +87,27 @@ def top_k_from(query: Mapping[str, str], custom_attributes: str | None) -> int |
         if key.strip() == "top_k":
             return _top_k_value(value.strip(), "X-Amzn-SageMaker-Custom-Attributes")
     return None
+
+
+def accepts_json(accept: str | None) -> bool:
+    """Whether an Accept header allows our JSON answer. No header, or an empty one, means anything
+    (RFC 9110 12.5.1): batch transform sends none unless the user sets one. Parameters such as
+    ``charset`` do not matter; ``q=0`` refuses."""
+    if accept is None or not accept.strip():
+        return True
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality > 0 and media.lower() in (JSON, "application/*", "*/*"):
+            return True
+    return False
 
 
 def encode_predictions(predictions: list[list[dict]]) -> bytes:
