@@ -1,8 +1,9 @@
 """Run the container's ``train`` outside docker, the way SageMaker runs it inside.
 
 Lays out a folder like /opt/ml (the config files SageMaker writes, one folder per
-channel, the entry point in code/), then runs sagemaker-training's ``train`` with
-SAGEMAKER_BASE_DIR pointing at it:
+channel, empty model/ and output/), then runs sagemaker-training's ``train`` with
+SAGEMAKER_BASE_DIR pointing at it and the entry point taken from container/program, as the
+image takes it from IMGCLF_PROGRAM_DIR:
 
     python scripts/local_train.py --data local_test/data --base build/demo \\
         --hyperparameters local_test/test_dir/input/config/hyperparameters.json epochs=2
@@ -25,15 +26,13 @@ PROGRAM = "train_program.py"  # the image sets SAGEMAKER_PROGRAM to the same nam
 
 
 def layout(base: Path, channels: Mapping[str, Path], hyperparameters: Mapping[str, object]) -> None:
-    """Write base/{input/config,input/data,code} as SageMaker would (every hyperparameter a string).
-
-    Like a new SageMaker job, it starts with empty model/ and output/ but keeps checkpoints/.
-    """
+    """Write base/{input/config,input/data,model,output} as SageMaker would (every hyperparameter a
+    string). Like a new SageMaker job, it starts with empty model/ and output/ but keeps checkpoints/."""
     for stale in ("input", "code", "model", "output"):
         shutil.rmtree(base / stale, ignore_errors=True)
     config, data = base / "input" / "config", base / "input" / "data"
-    config.mkdir(parents=True)
-    data.mkdir(parents=True)
+    for folder in (config, data, base / "model", base / "output"):
+        folder.mkdir(parents=True)
     (config / "hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hyperparameters.items()}))
     (config / "inputdataconfig.json").write_text(json.dumps({
         name: {"ContentType": "application/x-image", "TrainingInputMode": "File",
@@ -47,7 +46,6 @@ def layout(base: Path, channels: Mapping[str, Path], hyperparameters: Mapping[st
     }))
     for name, path in channels.items():
         (data / name).symlink_to(Path(path).resolve(), target_is_directory=True)
-    shutil.copytree(PROGRAM_DIR, base / "code")
 
 
 def run_train(base: Path, extra_env: Mapping[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -60,7 +58,8 @@ def train_command() -> list[str]:
 
 
 def train_env(base: Path, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
-    return {**os.environ, "SAGEMAKER_BASE_DIR": str(base.resolve()), "SAGEMAKER_PROGRAM": PROGRAM, **(extra_env or {})}
+    return {**os.environ, "SAGEMAKER_BASE_DIR": str(base.resolve()), "SAGEMAKER_PROGRAM": PROGRAM,
+            "IMGCLF_PROGRAM_DIR": str(PROGRAM_DIR), **(extra_env or {})}
 
 
 def main() -> int:

@@ -52,6 +52,13 @@ def run_job(base: Path, channels: dict[str, Path], hyperparameters: dict[str, st
     return result.returncode, result.stdout
 
 
+def last_checkpoint(base: Path) -> Path | None:
+    """The newest checkpoint of the one run under ``base``/checkpoints (one folder per job and settings)."""
+    found = sorted((base / "checkpoints").glob("*/last.pt"))
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
 def channels_of(root: Path) -> dict[str, Path]:
     return {p.name: p for p in sorted(root.iterdir()) if p.is_dir()}
 

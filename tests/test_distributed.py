@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 import local_train
-from conftest import FAST, channels_of, run_job
+from conftest import FAST, channels_of, last_checkpoint, run_job
 
 HOSTS = ["localhost", "127.0.0.1"]  # two names for this machine: the toolkit resolves them
 DISTRIBUTED = {"sagemaker_torch_distributed_enabled": "true"}
@@ -75,11 +75,11 @@ def test_a_failure_under_torchrun_fails_the_job(tmp_path, sample_data):
 def test_stopped_two_host_job_resumes_from_its_checkpoint(tmp_path, sample_data):
     hyperparameters = {**FAST, "epochs": "4", **DISTRIBUTED}
     bases, processes = start_hosts(tmp_path, sample_data, hyperparameters)
-    checkpoint = bases[0] / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 300
-    while not checkpoint.exists() and time.monotonic() < deadline and processes[0].poll() is None:
+    while last_checkpoint(bases[0]) is None and time.monotonic() < deadline and processes[0].poll() is None:
         time.sleep(0.2)
-    assert checkpoint.exists(), processes[0].communicate()[0][-3000:]
+    checkpoint = last_checkpoint(bases[0])
+    assert checkpoint is not None, processes[0].communicate()[0][-3000:]
     for process in processes:  # what `docker stop` does to each instance
         process.send_signal(signal.SIGTERM)
     outputs = [p.communicate(timeout=200)[0] for p in processes]

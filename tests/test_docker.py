@@ -80,7 +80,7 @@ def test_serve_in_container(trained_in_docker, image, test_dir, sample_data):
 def test_image_holds_no_build_secrets_and_has_both_commands(image):
     result = subprocess.run(
         ["docker", "run", "--rm", "--network", "none", image, "sh", "-c",
-         "test ! -e /tmp/ca && command -v train && command -v serve && echo $SAGEMAKER_PROGRAM && ls /opt/ml/code"],
+         "test ! -e /tmp/ca && command -v train && command -v serve && echo $SAGEMAKER_PROGRAM && ls $IMGCLF_PROGRAM_DIR && test ! -e /opt/ml/code"],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr

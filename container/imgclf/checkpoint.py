@@ -1,42 +1,147 @@
-"""Per-epoch checkpoints in /opt/ml/checkpoints: SageMaker syncs that folder to S3 for managed
-spot training and restores it into the next job, which resumes from it."""
+"""Per-epoch checkpoints: SageMaker syncs /opt/ml/checkpoints to S3 for managed spot training and
+restores it into the next job. The launchers give every job (and every tuner trial) the same S3
+location, so each run keeps its own folder, ``<TRAINING_JOB_NAME>-<digest of its settings>``:
+a spot restart of the same job (same name, same settings) finds its folder and resumes; another
+job, or the same job with changed optimisation settings, starts its own. Continuing another job's
+run is the explicit ``resume-from`` hyperparameter.
+
+Each folder holds ``last.pt``, ``previous.pt`` (the one before, so one bad file never blocks a
+restart) and ``settings.json`` (what the digest covers, for people). An unreadable checkpoint is
+named in the log, renamed to ``*.corrupt`` and the job goes on from the previous one or from scratch.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import logging
 import os
+import re
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from .config import ConfigError
+from . import atomic
+from .config import ConfigError, Hyperparameters
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "last.pt"
+PREVIOUS_FILE = "previous.pt"
+SETTINGS_FILE = "settings.json"
+# The hyperparameters that shape optimisation: a checkpoint made with other values is another run.
+# Left out on purpose: epochs (a longer job continues a shorter one), and what only observes or
+# schedules the run (early stopping, rules, profiling, workers, caching, compile).
+RUN_SETTINGS = (
+    "arch", "pretrained", "freeze_backbone", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
+    "label_smoothing", "lr_scheduler", "lr_warmup_epochs", "lr_step_size", "lr_gamma", "image_size",
+    "random_crop_min_scale", "horizontal_flip", "augment_on", "seed", "precision",
+)
+_REQUIRED_KEYS = {"settings", "epoch", "stopped_early", "history", "best", "model", "optimizer", "scheduler"}
 
 
-def fingerprint(arch: str, image_size: int, class_folders: list[str]) -> dict:
-    """What must match for a checkpoint to belong to this job."""
-    return {"arch": arch, "image_size": image_size, "classes": class_folders}
+def run_settings(hp: Hyperparameters, class_folders: list[str]) -> dict:
+    values = asdict(hp)
+    return {**{name: values[name] for name in RUN_SETTINGS}, "classes": class_folders}
 
 
-def save_checkpoint(directory: Path, state: dict) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / (CHECKPOINT_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, directory / CHECKPOINT_FILE)  # a stop mid-write leaves the previous one intact
+def run_folder_name(job_name: str, settings: dict) -> str:
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{re.sub(r'[^A-Za-z0-9-]', '-', job_name)}-{digest}"
 
 
-def load_checkpoint(directory: Path, expected: dict) -> dict | None:
-    path = directory / CHECKPOINT_FILE
-    if not path.is_file():
+class Checkpoints:
+    """The checkpoint folder of one run."""
+
+    def __init__(self, folder: Path, settings: dict):
+        self.folder = folder
+        self.settings = settings
+        self.saved_epoch = 0  # the last epoch this job wrote (or resumed from)
+
+    @property
+    def path(self) -> Path:
+        return self.folder / CHECKPOINT_FILE
+
+    def save(self, state: dict) -> None:
+        """Write ``last.pt``; the one it replaces becomes ``previous.pt``."""
+        if not (self.folder / SETTINGS_FILE).exists():
+            atomic.write_json(self.folder / SETTINGS_FILE, self.settings)
+        data = {**state, "settings": self.settings}
+        if self.path.exists():
+            os.replace(self.path, self.folder / PREVIOUS_FILE)
+        atomic.save_torch(self.path, data)
+        self.saved_epoch = state["epoch"]
+
+    def load(self) -> dict | None:
+        """The newest readable checkpoint of this run, or None."""
+        for name in (CHECKPOINT_FILE, PREVIOUS_FILE):
+            path = self.folder / name
+            if path.is_file():
+                state = self._read(path)
+                if state is not None:
+                    self.saved_epoch = state["epoch"]
+                    return state
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    found = state.get("fingerprint")
-    if found != expected:
-        def describe(f: dict | None) -> str:
-            return "an unknown job" if not f else f"{f['arch']} at {f['image_size']} px with {len(f['classes'])} classes"
 
+    def _read(self, path: Path) -> dict | None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            missing = _REQUIRED_KEYS - set(state) if isinstance(state, dict) else _REQUIRED_KEYS
+            if missing:
+                raise ValueError(f"not a checkpoint of this program (lacks {', '.join(sorted(missing))})")
+        except Exception as e:  # any unreadable file: torch raises many types for corrupt data
+            aside = path.with_name(path.name + ".corrupt")
+            with contextlib.suppress(FileNotFoundError):  # another local process set it aside first
+                os.replace(path, aside)
+            log.warning("checkpoint %s is unreadable (%s: %s); moved it to %s and %s", path, type(e).__name__,
+                        str(e)[:200], aside.name, "trying the previous one" if path.name == CHECKPOINT_FILE
+                        else "starting from scratch")
+            return None
+        if state["settings"] != self.settings:
+            raise ConfigError(f"the checkpoint {path} was made with other settings: {differences(state['settings'], self.settings)}")
+        return state
+
+
+def differences(found: dict, wanted: dict) -> str:
+    changed = [k for k in wanted if found.get(k) != wanted[k]]
+    parts = [f"{k}={found.get(k)!r} there, {wanted[k]!r} here" for k in changed if k != "classes"]
+    if "classes" in changed:
+        parts.append(f"{len(found.get('classes') or [])} class folders there, {len(wanted['classes'])} here")
+    return "; ".join(parts)
+
+
+def other_runs(checkpoint_dir: Path, job_name: str) -> list[Path]:
+    """The run folders ``job_name`` left under ``checkpoint_dir`` (one per settings it ran with)."""
+    prefix = run_folder_name(job_name, {})[:-12]
+    return sorted(p for p in checkpoint_dir.glob(prefix + "*") if re.fullmatch(r"[0-9a-f]{12}", p.name[len(prefix):]))
+
+
+def open_run(checkpoint_dir: Path, job_name: str, settings: dict, resume_from: str) -> tuple[Checkpoints, dict | None]:
+    """This run's checkpoints and the state to resume from: its own newest, else (when
+    ``resume_from`` names a job) that job's run with the same settings."""
+    own = Checkpoints(checkpoint_dir / run_folder_name(job_name, settings), settings)
+    if (checkpoint_dir / CHECKPOINT_FILE).is_file():
+        log.info("ignoring %s: checkpoints now live in one folder per job and settings", checkpoint_dir / CHECKPOINT_FILE)
+    state = own.load()
+    if state is not None or not resume_from:
+        return own, state
+    source = Checkpoints(checkpoint_dir / run_folder_name(resume_from, settings), settings)
+    state = source.load()
+    if state is None:
+        found = [_describe(p, settings) for p in other_runs(checkpoint_dir, resume_from)]
         raise ConfigError(
-            f"the checkpoint {path} was written by {describe(found)}, but this job trains {describe(expected)}; "
-            "delete it or give this job another checkpoint location"
+            f"resume-from={resume_from}: no checkpoint of job {resume_from!r} with this job's settings in "
+            f"{checkpoint_dir}" + (f"; its runs differ: {' | '.join(found)}" if found else "")
         )
-    return state
+    log.info("continuing job %s's run from %s (resume-from)", resume_from, source.path)
+    own.saved_epoch = 0
+    return own, state
+
+
+def _describe(folder: Path, settings: dict) -> str:
+    try:
+        return differences(json.loads((folder / SETTINGS_FILE).read_text()), settings)
+    except (OSError, ValueError):
+        return f"{folder.name} (no readable {SETTINGS_FILE})"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,7 @@ class Hyperparameters:
     rules: tuple[str, ...] = TRAINING_RULES  # checked in the loop; "none" turns them off
     rules_action: str = "log"
     profile_steps: int = 0  # 0: off; else torch.profiler records this many steps
+    resume_from: str = ""  # a job name: continue its run (same settings) when this job has no checkpoint
 
 
 def _integer(minimum: int, maximum: int | None = None) -> tuple[Callable[[str], Any], str]:
@@ -145,6 +147,16 @@ def _rules() -> tuple[Callable[[str], Any], str]:
     return convert, "none, all, or a comma-separated list of " + ", ".join(TRAINING_RULES)
 
 
+def _job_name() -> tuple[Callable[[str], Any], str]:
+    def convert(text: str) -> str:
+        value = text.strip()
+        if not re.fullmatch(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}", value):  # SageMaker's TrainingJobName pattern
+            raise ValueError
+        return value
+
+    return convert, "a training job name (letters, digits and hyphens, at most 63)"
+
+
 _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "arch": _choice(ARCHS),
     "pretrained": _boolean(),
@@ -173,6 +185,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "rules": _rules(),
     "rules_action": _choice(RULE_ACTIONS),
     "profile_steps": _integer(0),
+    "resume_from": _job_name(),
 }
 assert set(_PARSERS) == {f.name for f in dataclasses.fields(Hyperparameters)}
 
@@ -206,10 +219,15 @@ def parse_hyperparameters(argv: Sequence[str]) -> Hyperparameters:
     ``_tuning_objective_metric``) and are ignored.
     """
     values: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for key, text in _pairs(argv):
         if key.startswith("_"):
             continue
         name = key.replace("-", "_")
+        if name in given:
+            raise ConfigError(f"hyperparameter {name.replace('_', '-')!r} is given twice, as {given[name]!r} and "
+                              f"{key!r}; keep one")
+        given[name] = key
         if name not in _PARSERS:
             raise ConfigError(
                 f"unknown hyperparameter {key!r}; known: {', '.join(hyperparameter_names())}"
@@ -237,6 +255,8 @@ class TrainingEnv:
     num_cpus: int
     current_host: str
     hosts: tuple[str, ...]
+    job_name: str = "local"  # TRAINING_JOB_NAME: SageMaker sets it, and a spot restart keeps it
+    input_modes: dict[str, str] = dataclasses.field(default_factory=dict)  # channel -> File, FastFile or Pipe
     rank: int = 0  # torchrun's, when the program runs under it
     world_size: int = 1
     local_rank: int = 0
@@ -269,6 +289,9 @@ class TrainingEnv:
             num_cpus=int(environ.get("SM_NUM_CPUS", str(os.cpu_count() or 1))),
             current_host=environ.get("SM_CURRENT_HOST", hosts[0]),
             hosts=hosts,
+            job_name=environ.get("TRAINING_JOB_NAME") or "local",
+            input_modes={name: str(c.get("TrainingInputMode", "File"))
+                         for name, c in json.loads(environ.get("SM_INPUT_DATA_CONFIG") or "{}").items()},
             rank=int(environ.get("RANK", "0")),
             world_size=int(environ.get("WORLD_SIZE", "1")),
             local_rank=int(environ.get("LOCAL_RANK", "0")),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ from .preprocess import ImageError, ImageSpec, decode_image, eval_preprocess, re
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# "" too: extensionless files are tried (and counted when they do not decode), like cameras' .jfif.
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ""}
+MAC_METADATA = "__MACOSX"  # every zip made on a Mac has it, full of ._name resource forks
 MAX_TRAINING_PIXELS = 178_956_970  # Pillow's own decompression-bomb limit
 CACHE_MEMORY_FRACTION = 0.5  # at most this share of available RAM goes to the image cache
 _NUMERIC_PREFIX = re.compile(r"^\d+[._\-\s]+")
@@ -42,21 +45,30 @@ def display_label(folder: str) -> str:
     return _NUMERIC_PREFIX.sub("", folder).replace("_", " ").strip() or folder
 
 
+def _hidden(part: str) -> bool:
+    """Hidden files and folders (.ipynb_checkpoints, macOS's ._name) and Mac zip metadata."""
+    return part.startswith(".") or part == MAC_METADATA
+
+
 def scan_channel(name: str, root: Path) -> dict[str, list[Path]]:
-    """Class folder -> its image files, sorted."""
+    """Class folder (its name in Unicode NFC, as channels made on different systems may differ)
+    -> its image files, sorted."""
     if not root.is_dir():
         raise ConfigError(f"channel {name!r}: {root} is not a folder")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not _hidden(p.name))
     if not folders:
         raise ConfigError(
             f"channel {name!r} at {root} has no class folders; expected one folder per class "
             f"(e.g. {name}/001.Affenpinscher/image.jpg)"
         )
-    files = {}
+    files, ignored = {}, 0
     for folder in folders:
-        files[folder.name] = sorted(
-            p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-        )
+        found = [p for p in folder.rglob("*") if p.is_file() and not any(map(_hidden, p.relative_to(folder).parts))]
+        images = sorted(p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS)
+        ignored += len(found) - len(images)
+        files[unicodedata.normalize("NFC", folder.name)] = images
+    if ignored:
+        log.info("channel %r: %d files without an image extension ignored", name, ignored)
     return files
 
 
@@ -74,6 +86,8 @@ def check_same_classes(scans: dict[str, dict[str, list[Path]]]) -> None:
 
 
 def class_list(scan: dict[str, list[Path]]) -> list[ClassInfo]:
+    if len(scan) < 2:
+        raise ConfigError(f"a classifier needs at least 2 classes; the train channel has {len(scan)}: {sorted(scan)}")
     return [ClassInfo(i, folder, display_label(folder)) for i, folder in enumerate(sorted(scan))]
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torchvision import models
 
+from . import atomic
 from .config import ConfigError
 from .data import ClassInfo
 from .preprocess import ImageSpec
@@ -49,7 +50,11 @@ def load_imagenet_weights(model: nn.Module, arch: str, pretrained_dir: Path | No
     path = _find_local_weights(arch, pretrained_dir)
     if path is not None:
         log.info("loading ImageNet weights for %s from %s", arch, path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # corrupt or truncated files raise many types
+            raise ConfigError(f"the ImageNet weights file {path} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
+                              "replace it or set pretrained=false") from None
     else:
         weights = models.get_model_weights(arch).DEFAULT
         log.info("downloading ImageNet weights for %s from %s", arch, weights.url)
@@ -106,23 +111,13 @@ class ModelSpec:
         return ImageSpec(self.image_size, tuple(self.mean), tuple(self.std))
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_artifacts(
     model_dir: Path, state_dict: dict[str, torch.Tensor], spec: ModelSpec, classes: list[ClassInfo], extra: dict
 ) -> None:
-    model_dir.mkdir(parents=True, exist_ok=True)
     cpu_state = {k: v.detach().to("cpu", copy=True) for k, v in state_dict.items()}
-    _write_atomic(model_dir / WEIGHTS_FILE, lambda p: torch.save(cpu_state, p))
-    _write_atomic(
-        model_dir / CLASSES_FILE, lambda p: p.write_text(json.dumps([asdict(c) for c in classes], indent=1))
-    )
-    spec_json = {**asdict(spec), "resize_size": spec.image.resize_size, **extra}
-    _write_atomic(model_dir / SPEC_FILE, lambda p: p.write_text(json.dumps(spec_json, indent=1)))
+    atomic.save_torch(model_dir / WEIGHTS_FILE, cpu_state)
+    atomic.write_json(model_dir / CLASSES_FILE, [asdict(c) for c in classes])
+    atomic.write_json(model_dir / SPEC_FILE, {**asdict(spec), "resize_size": spec.image.resize_size, **extra})
 
 
 def load_artifacts(model_dir: Path) -> tuple[nn.Module, ModelSpec, list[ClassInfo]]:

@@ -4,9 +4,11 @@ without torch: this module needs only matplotlib."""
 
 from __future__ import annotations
 
-import json
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from . import atomic
 
 TRAINING_REPORT = "training_report"
 RULES_REPORT = "rules_report"
@@ -58,16 +60,18 @@ def plot_steps(axes, losses: Mapping[str, tuple[Sequence[float], Sequence[float]
 
 def save(figure, path: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
     load_pyplot().close(figure)
+    atomic.write_bytes(path, buffer.getvalue(), durable=False)
     return path
+
 
 
 def write_training_report(directory: Path, history: Sequence[dict], pairs: Sequence[dict], split: str) -> Path:
     """Per-epoch loss and accuracy, and the most-confused pairs of ``split``; returns the PNG."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{TRAINING_REPORT}.json").write_text(
-        json.dumps({"history": list(history), "confused_pairs": {"split": split, "pairs": list(pairs)}}, indent=1))
+    atomic.write_json(directory / f"{TRAINING_REPORT}.json",
+               {"history": list(history), "confused_pairs": {"split": split, "pairs": list(pairs)}})
     figure, (loss_ax, acc_ax, pair_ax) = load_pyplot().subplots(1, 3, figsize=(16, 4.5))
     epochs = [r["epoch"] for r in history]
     for name in ("train", "valid"):
@@ -92,8 +96,7 @@ def write_training_report(directory: Path, history: Sequence[dict], pairs: Seque
 
 def write_rules_report(directory: Path, report: dict) -> Path:
     """The in-training rules' outcomes and the series they judged; returns the PNG."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{RULES_REPORT}.json").write_text(json.dumps(report, indent=1))
+    atomic.write_json(directory / f"{RULES_REPORT}.json", report)
     series = report["series"]
     figure, axes = load_pyplot().subplots(1, 2, figsize=(12, 4.5))
     plot_steps(

@@ -6,19 +6,17 @@ Fine-tunes a torchvision ResNet on the ``train`` channel, picks the best epoch o
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,29 +25,21 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from . import data, debugger, distributed, metrics, report
+from . import atomic, data, debugger, distributed, metrics, report, stopping
 from .augment import augment_batch, pad_collate
-from .checkpoint import CHECKPOINT_FILE, fingerprint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoints, open_run, run_settings
 from .config import ConfigError, Hyperparameters, TrainingEnv, parse_hyperparameters
 from .distributed import Group
+from .failure import describe_os_error, write_failure
 from .hardware import fast_dtype
 from .logs import setup_logging
 from .model import ModelSpec, create_model, save_artifacts
 from .monitor import RuleMonitor
 from .preprocess import ImageSpec, normalize
 from .profiling import start_profiler, stop_profiler
+from .state import TrainingState
 
 log = logging.getLogger("imgclf.train")
-
-FAILURE_REASON_LIMIT = 1024  # DescribeTrainingJob shows this many characters
-
-
-def write_failure(output_dir: Path, message: str) -> None:
-    """Leave the reason where SageMaker reads it (the toolkit keeps an existing file)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / f".failure.{os.getpid()}"
-    tmp.write_text(message[:FAILURE_REASON_LIMIT])
-    os.replace(tmp, output_dir / "failure")  # never seen half-written, by the toolkit or SageMaker
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -102,52 +92,78 @@ def default_workers(requested: int, device: torch.device, num_cpus: int) -> int:
     return min(8, num_cpus) if device.type == "cuda" else 0
 
 
-def train_one_epoch(
-    model: nn.Module,
-    loader: DataLoader,
-    criterion: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LambdaLR,
-    scaler: torch.amp.GradScaler,
-    to_inputs: Callable[[tuple], tuple[torch.Tensor, torch.Tensor]],
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    epoch_label: str,
-    after_step: Callable[[torch.Tensor], bool] = lambda loss: False,
-    group: Group = Group(),
-) -> dict[str, float]:
-    """One pass over ``loader``; ``to_inputs`` makes a loader batch the model's (inputs, targets);
-    ``after_step(loss)`` returning True ends the pass early."""
-    model.train()
+@dataclass
+class Job:
+    """What ``setup`` builds and the rest of the run reads."""
+
+    hp: Hyperparameters
+    env: TrainingEnv
+    group: Group
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    spec: ImageSpec
+    classes: list[data.ClassInfo]
+    on_device: bool  # augmentation on the training device (batches of padded uint8 images)
+    train_loader: DataLoader
+    eval_loaders: dict[str, DataLoader]
+    network: nn.Module  # what trains: the model, compiled, inside DDP
+    compiled: nn.Module  # what evaluates
+    criterion: nn.Module
+    hook: object  # smdebug's, or None
+    state: TrainingState
+    checkpoints: Checkpoints | None = None
+    profiler: object = None
+
+    def to_inputs(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """A train loader batch as the model's (inputs, targets)."""
+        if self.on_device:
+            images, sizes, targets = batch
+            hp = self.hp
+            return augment_batch(images, sizes, self.spec, hp.random_crop_min_scale, hp.horizontal_flip, self.device), targets
+        images, targets = batch
+        return normalize(images, self.spec, self.device), targets
+
+    def after_step(self, loss: torch.Tensor) -> bool:
+        """True when a rule stops training now."""
+        if self.profiler is not None:
+            self.profiler.step()
+        scaler = self.state.scaler
+        return self.state.monitor.after_step(loss, self.state.model, scaler.get_scale if scaler.is_enabled() else lambda: 1.0)
+
+
+def train_one_epoch(job: Job, label: str) -> dict[str, float]:
+    """One pass over the train loader (ended early when a rule stops training)."""
+    state, device, amp_dtype = job.state, job.device, job.amp_dtype
+    job.network.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    seen, start = 0, time.perf_counter()
+    seen, start, loader = 0, time.perf_counter(), job.train_loader
     log_every = max(1, len(loader) // 10)
     for step, batch in enumerate(loader, 1):
-        inputs, targets = to_inputs(batch)
+        inputs, targets = job.to_inputs(batch)
         targets = targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            outputs = model(inputs)
-            loss = criterion(outputs, targets)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+            outputs = job.network(inputs)
+            loss = job.criterion(outputs, targets)
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(loss).backward()
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.scheduler.step()
 
         loss_sum += loss.detach().float() * targets.size(0)
         correct += (outputs.argmax(1) == targets).sum()
         seen += targets.size(0)
-        stop = after_step(loss)
+        stop = job.after_step(loss)
         if step % log_every == 0 or step == len(loader) or stop:
             log.info(
                 "%s step %d/%d loss %.4f lr %.3g %.1f images/s",
-                epoch_label, step, len(loader), loss.item(), optimizer.param_groups[0]["lr"],
+                label, step, len(loader), loss.item(), state.optimizer.param_groups[0]["lr"],
                 seen / (time.perf_counter() - start),
             )
         if stop:
             break
-    return totals(loss_sum, correct, seen, time.perf_counter() - start, group)
+    return totals(loss_sum, correct, seen, time.perf_counter() - start, job.group)
 
 
 def totals(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: float, group: Group) -> dict[str, float]:
@@ -158,37 +174,32 @@ def totals(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: fl
 
 
 @torch.inference_mode()
-def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    criterion: nn.Module,
-    spec: ImageSpec,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    confusion: torch.Tensor | None = None,
-    group: Group = Group(),
-) -> dict[str, float]:
+def evaluate(job: Job, loader: DataLoader, confusion: torch.Tensor | None = None) -> dict[str, float]:
     """Loss and accuracy over ``loader``; also counts [true, predicted] pairs into ``confusion``."""
-    model.eval()
+    device, amp_dtype = job.device, job.amp_dtype
+    job.compiled.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, start = 0, time.perf_counter()
     for images, targets in loader:
-        inputs = normalize(images, spec, device)
+        inputs = normalize(images, job.spec, device)
         targets = targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            outputs = model(inputs)
-        loss_sum += criterion(outputs.float(), targets) * targets.size(0)
+            outputs = job.compiled(inputs)
+        loss_sum += job.criterion(outputs.float(), targets) * targets.size(0)
         predicted = outputs.argmax(1)
         correct += (predicted == targets).sum()
         seen += targets.size(0)
         if confusion is not None:
             n = confusion.size(0)
             confusion += torch.bincount(targets * n + predicted, minlength=n * n).view(n, n).to(confusion.device)
-    return totals(loss_sum, correct, seen, time.perf_counter() - start, group)
+    return totals(loss_sum, correct, seen, time.perf_counter() - start, job.group)
 
 
 def load_splits(hp: Hyperparameters, env: TrainingEnv, spec: ImageSpec) -> tuple[list[data.ClassInfo], dict[str, data.Split]]:
+    piped = sorted(name for name, mode in env.input_modes.items() if mode.lower() == "pipe")
+    if piped:
+        raise ConfigError(f"channel(s) {', '.join(piped)} use Pipe mode, which is not supported; use File or FastFile input mode")
     roots = {name: env.channel(name) for name in ("train", "valid", "test")}
     if roots["train"] is None:
         raise ConfigError(
@@ -208,16 +219,37 @@ def augments_on_device(requested: str, device: torch.device) -> bool:
     return requested == "device" or (requested == "auto" and device.type == "cuda")
 
 
+def final_map_side(image_size: int) -> int:
+    """The side of a ResNet's last feature map: five stride-2 stages, each ceil(n / 2)."""
+    for _ in range(5):
+        image_size = (image_size + 1) // 2
+    return image_size
+
+
+def check_batch(hp: Hyperparameters, train_images: int, group: Group) -> int:
+    """The per-process batch; refuses one that leaves BatchNorm a single value per channel."""
+    if hp.batch_size % group.world_size:
+        raise ConfigError(f"batch-size {hp.batch_size} does not split evenly over {group.world_size} processes")
+    batch = hp.batch_size // group.world_size
+    per_process = -(-train_images // group.world_size)
+    if min(batch, per_process) == 1 and final_map_side(hp.image_size) == 1:
+        raise ConfigError(
+            f"batch-size {hp.batch_size} gives each of the {group.world_size} process(es) batches of one image, and at "
+            f"image-size {hp.image_size} the last block's feature map is 1x1: BatchNorm cannot train on a single value "
+            "per channel; use a batch of at least 2 images per process or image-size >= 33"
+        )
+    return batch
+
+
 def build_loaders(
     hp: Hyperparameters, splits: dict[str, data.Split], spec: ImageSpec, device: torch.device, workers: int,
     group: Group, generator: torch.Generator, on_device: bool,
 ) -> tuple[DataLoader, dict[str, DataLoader]]:
     """``batch-size`` is the global batch: each of the processes takes its share. With augmentation
     on the device, train batches are (padded uint8 images, their sizes, targets)."""
-    if hp.batch_size % group.world_size:
-        raise ConfigError(f"batch-size {hp.batch_size} does not split evenly over {group.world_size} processes")
-    batch = hp.batch_size // group.world_size
-    common = dict(batch_size=batch, num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    batch = check_batch(hp, len(splits["train"].targets), group)
+    common = dict(batch_size=batch, num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                  worker_init_fn=stopping.ignore_in_worker if workers else None)
     transform = None if on_device else data.train_augmentation(spec, hp.random_crop_min_scale, hp.horizontal_flip)
     train_set = data.ImageDataset(splits["train"], spec, transform)
     train_args = dict(common, collate_fn=pad_collate if on_device else None)
@@ -234,7 +266,23 @@ def build_loaders(
     return train_loader, eval_loaders
 
 
-def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
+def build_network(hp: Hyperparameters, env: TrainingEnv, num_classes: int, device: torch.device, group: Group,
+                  amp_dtype: torch.dtype | None) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, object, torch.dtype | None]:
+    """(model, compiled, network, criterion, Debugger hook, autocast dtype): ``model`` keeps the plain
+    state_dict keys, ``compiled`` evaluates, ``network`` (DDP around it) trains."""
+    model = create_model(hp.arch, num_classes, hp.pretrained, env.channel("pretrained"), hp.freeze_backbone)
+    model = model.to(device, memory_format=torch.channels_last)
+    compiled = torch.compile(model) if hp.compile else model
+    network = DistributedDataParallel(compiled) if group.active else compiled
+    criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
+    hook = debugger.create_hook(env.input_config_dir, model, criterion)
+    if hook is not None and amp_dtype == torch.bfloat16:
+        log.info("Debugger hook: smdebug cannot save bf16 tensors, so this job trains in fp32")
+        amp_dtype = None
+    return model, compiled, network, criterion, hook, amp_dtype
+
+
+def setup(hp: Hyperparameters, env: TrainingEnv) -> Job:
     group = Group(env.rank, env.world_size, env.local_rank, env.local_world_size)
     device = torch.device("cuda", env.local_rank) if torch.cuda.is_available() else torch.device("cpu")
     distributed.start(group, device)
@@ -252,128 +300,140 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
     classes, splits = load_splits(hp, env, spec)
     if hp.early_stopping_patience and "valid" not in splits:
         raise ConfigError("early-stopping-patience needs a 'valid' channel to watch")
-
     workers = default_workers(hp.num_workers, device, env.num_cpus // group.local_world_size)
     train_loader, eval_loaders = build_loaders(hp, splits, spec, device, workers, group, generator, on_device)
 
-    model = create_model(hp.arch, len(classes), hp.pretrained, env.channel("pretrained"), hp.freeze_backbone)
-    model = model.to(device, memory_format=torch.channels_last)
-    compiled = torch.compile(model) if hp.compile else model  # `model` keeps the plain state_dict keys
-    network = DistributedDataParallel(compiled) if group.active else compiled  # evaluation runs `compiled`
-    criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
-    hook = debugger.create_hook(env.input_config_dir, model, criterion)
-    if hook is not None and amp_dtype == torch.bfloat16:
-        log.info("Debugger hook: smdebug cannot save bf16 tensors, so this job trains in fp32")
-        amp_dtype = None
+    model, compiled, network, criterion, hook, amp_dtype = build_network(hp, env, len(classes), device, group, amp_dtype)
     optimizer = build_optimizer(hp, model)
-    scheduler = build_scheduler(hp, optimizer, len(train_loader))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    model_spec = ModelSpec(hp.arch, len(classes), hp.image_size, spec.mean, spec.std)
-    monitor = RuleMonitor(hp.rules, hp.rules_action == "stop", len(train_loader), group.mean)
+    steps = len(train_loader)
+    state = TrainingState(
+        model, optimizer, build_scheduler(hp, optimizer, steps),
+        torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16), generator,
+        RuleMonitor(hp.rules, hp.rules_action == "stop", steps, group.mean),
+    )
+    return Job(hp, env, group, device, amp_dtype, spec, classes, on_device, train_loader, eval_loaders,
+               network, compiled, criterion, hook, state)
 
-    def save_best(best: dict) -> None:
-        if group.is_main:
-            save_artifacts(env.model_dir, best["state"], model_spec, classes, {"best_epoch": best["epoch"], "valid": best["valid"]})
 
-    history: list[dict] = []
-    best: dict = {"epoch": 0, "score": -1.0, "state": None, "valid": None}
-    first_epoch = 1
-    job = fingerprint(hp.arch, hp.image_size, [c.folder for c in classes])
-    resumed = load_checkpoint(env.checkpoint_dir, job)
-    if not group.same_on_all(None if resumed is None else resumed["epoch"]):
-        raise ConfigError(f"the hosts' checkpoints in {env.checkpoint_dir} differ; give every host the same one")
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        scaler.load_state_dict(resumed["scaler"])
-        generator.set_state(resumed["generator"])
-        torch.set_rng_state(resumed["torch_rng"])
-        history, best = resumed["history"], resumed["best"]
-        monitor.load_state_dict(resumed["monitor"])
-        first_epoch = hp.epochs + 1 if resumed["stopped_early"] else resumed["epoch"] + 1
-        save_best(best)  # a new job's model dir starts empty
-        log.info("resuming after epoch %d from the checkpoint in %s", resumed["epoch"], env.checkpoint_dir)
+def save_model(job: Job) -> None:
+    """The kept model into SM_MODEL_DIR (rank 0)."""
+    best = job.state.best
+    if job.group.is_main and best.state is not None:
+        model_spec = ModelSpec(job.hp.arch, len(job.classes), job.hp.image_size, job.spec.mean, job.spec.std)
+        save_artifacts(job.env.model_dir, best.state, model_spec, job.classes, {"best_epoch": best.epoch, "valid": best.valid})
 
-    def to_inputs(batch: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-        if on_device:
-            images, sizes, targets = batch
-            return augment_batch(images, sizes, spec, hp.random_crop_min_scale, hp.horizontal_flip, device), targets
-        images, targets = batch
-        return normalize(images, spec, device), targets
 
-    profile_dir = env.output_data_dir / "profiler"
-    profiler = start_profiler(hp.profile_steps if group.is_main else 0, profile_dir, device)
+def resume(job: Job) -> None:
+    """Continue this run from its checkpoint (or, with resume-from, another job's), if there is one."""
+    settings = run_settings(job.hp, [c.folder for c in job.classes])
+    job.checkpoints, saved = open_run(job.env.checkpoint_dir, job.env.job_name, settings, job.hp.resume_from)
+    if not job.group.same_on_all(None if saved is None else saved["epoch"]):
+        raise ConfigError(f"the hosts' checkpoints in {job.env.checkpoint_dir} differ; give every host the same one")
+    if saved is None:
+        log.info("no checkpoint of this run in %s: training from the start", job.checkpoints.folder)
+        return
+    job.state.load_state_dict(saved)
+    save_model(job)  # a new job's model dir starts empty
+    log.info("resuming after epoch %d from the checkpoint in %s", saved["epoch"], job.checkpoints.folder)
 
-    def after_step(loss: torch.Tensor) -> bool:
-        if profiler is not None:
-            profiler.step()
-        return monitor.after_step(loss, model, scaler.get_scale if scaler.is_enabled() else lambda: 1.0)
 
-    for epoch in range(first_epoch, hp.epochs + 1):
-        label = f"epoch={epoch}/{hp.epochs}"
-        if isinstance(train_loader.sampler, DistributedSampler):
-            train_loader.sampler.set_epoch(epoch)
-        debugger.set_mode(hook, train=True)
-        train_metrics = train_one_epoch(
-            network, train_loader, criterion, optimizer, scheduler, scaler, to_inputs, device, amp_dtype, label, after_step, group
-        )
-        if not math.isfinite(train_metrics["loss"]):
-            raise ConfigError(
-                f"training diverged in epoch {epoch}: the loss is {train_metrics['loss']}; try a lower lr (now {hp.lr:g})"
-            )
-        log.info(metrics.metric_line(label, "train", train_metrics))
-        record = {"epoch": epoch, "train": train_metrics}
-        if "valid" in eval_loaders:
-            debugger.set_mode(hook, train=False)
-            record["valid"] = evaluate(compiled, eval_loaders["valid"], criterion, spec, device, amp_dtype, group=group)
-            log.info(metrics.metric_line(label, "valid", record["valid"]))
-        history.append(record)
-        monitor.after_epoch(train_metrics["loss"], record["valid"]["loss"] if "valid" in record else None)
+def check_finite(epoch: int, split: str, values: dict[str, float], lr: float) -> None:
+    if not math.isfinite(values["loss"]):
+        raise ConfigError(f"training diverged in epoch {epoch}: the {'' if split == 'train' else split + ' '}loss is "
+                          f"{values['loss']}; try a lower lr (now {lr:g})")
 
-        score = record["valid"]["accuracy"] if "valid" in record else epoch  # no valid: keep the latest
-        if score > best["score"]:
-            best = {"epoch": epoch, "score": score, "state": copy.deepcopy(model.state_dict()), "valid": record.get("valid")}
-            save_best(best)
-            log.info("saved the model of epoch %d to %s", epoch, env.model_dir)
-        patience_over = bool(hp.early_stopping_patience) and epoch - best["epoch"] >= hp.early_stopping_patience
-        stop_early = patience_over or monitor.should_stop
-        state = {
-            "fingerprint": job,
-            "epoch": epoch, "stopped_early": stop_early,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-            "history": history, "best": best, "monitor": monitor.state_dict(),
-        }
-        if group.is_main:
-            save_checkpoint(env.checkpoint_dir, state)
+
+def weights_finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in model.state_dict().values() if v.is_floating_point())
+
+
+def run_epoch(job: Job, epoch: int) -> dict:
+    """Train one epoch and evaluate it on valid; returns its history record."""
+    label = f"epoch={epoch}/{job.hp.epochs}"
+    if isinstance(job.train_loader.sampler, DistributedSampler):
+        job.train_loader.sampler.set_epoch(epoch)
+    debugger.set_mode(job.hook, train=True)
+    train_metrics = train_one_epoch(job, label)
+    check_finite(epoch, "train", train_metrics, job.hp.lr)
+    log.info(metrics.metric_line(label, "train", train_metrics))
+    record = {"epoch": epoch, "train": train_metrics}
+    if "valid" in job.eval_loaders:
+        debugger.set_mode(job.hook, train=False)
+        record["valid"] = evaluate(job, job.eval_loaders["valid"])
+        check_finite(epoch, "valid", record["valid"], job.hp.lr)
+        log.info(metrics.metric_line(label, "valid", record["valid"]))
+    if not weights_finite(job.state.model):
+        raise ConfigError(f"training diverged in epoch {epoch}: the weights hold NaN or infinity; try a lower lr (now {job.hp.lr:g})")
+    job.state.monitor.after_epoch(train_metrics["loss"], record["valid"]["loss"] if "valid" in record else None)
+    return record
+
+
+def fit(job: Job) -> None:
+    """The epochs this run still has, each followed by keeping the best model and a checkpoint."""
+    hp, state = job.hp, job.state
+    profile_dir = job.env.output_data_dir / "profiler"
+    job.profiler = start_profiler(hp.profile_steps if job.group.is_main else 0, profile_dir, job.device)
+    for epoch in range(hp.epochs + 1 if state.stopped_early else state.epoch + 1, hp.epochs + 1):
+        record = run_epoch(job, epoch)
+        state.history.append(record)
+        state.epoch = epoch
+        with stopping.finish_first():  # a SIGTERM now stops right after the model and checkpoint are written
+            if state.best.offer(epoch, record["valid"]["accuracy"] if "valid" in record else epoch, state.model, record.get("valid")):
+                save_model(job)
+                log.info("saved the model of epoch %d to %s", epoch, job.env.model_dir)
+            patience_over = bool(hp.early_stopping_patience) and epoch - state.best.epoch >= hp.early_stopping_patience
+            state.stopped_early = patience_over or state.monitor.should_stop
+            if job.group.is_main:
+                job.checkpoints.save(state.state_dict())
+            job.checkpoints.saved_epoch = epoch  # by rank 0, for every rank's stop message
         if patience_over:
-            log.info("early stopping: valid accuracy has not improved for %d epochs", epoch - best["epoch"])
-        if stop_early:
+            log.info("early stopping: valid accuracy has not improved for %d epochs", epoch - state.best.epoch)
+        if state.stopped_early:
             break
-    stop_profiler(profiler, profile_dir)
+    stop_profiler(job.profiler, profile_dir)
 
-    summary = {"best_epoch": best["epoch"], "history": history}
-    model.load_state_dict(best["state"])
-    report_split = "test" if "test" in eval_loaders else "valid" if "valid" in eval_loaders else None
-    confusion = torch.zeros(len(classes), len(classes), dtype=torch.long, device=device)
-    if report_split:
-        debugger.set_mode(hook, train=False)
-        final = evaluate(compiled, eval_loaders[report_split], criterion, spec, device, amp_dtype, confusion, group)
-        if report_split == "test":
+
+def finish(job: Job) -> dict:
+    """Evaluate the kept model, emit its metrics last (the tuner's objective is the last value),
+    write the reports."""
+    best = job.state.best
+    summary = {"best_epoch": best.epoch, "history": job.state.history}
+    job.state.model.load_state_dict(best.state)
+    if best.valid is not None:
+        log.info(metrics.metric_line(f"final epoch={best.epoch}", "valid", best.valid))
+    split = "test" if "test" in job.eval_loaders else "valid" if "valid" in job.eval_loaders else None
+    confusion = torch.zeros(len(job.classes), len(job.classes), dtype=torch.long, device=job.device)
+    if split:
+        debugger.set_mode(job.hook, train=False)
+        final = evaluate(job, job.eval_loaders[split], confusion)
+        if not math.isfinite(final["loss"]):
+            raise ConfigError(f"the kept model (epoch {best.epoch}) gives a {split} loss of {final['loss']}: its outputs are "
+                              f"not finite; try a lower lr (now {job.hp.lr:g})")
+        if split == "test":
             summary["test"] = final
-            log.info(metrics.metric_line(f"final epoch={best['epoch']}", "test", final))
-    confusion = group.sum(confusion)
-    if group.is_main:
-        write_reports(env.output_data_dir, summary, monitor, classes, confusion.tolist(), report_split)
-    log.info("model (epoch %d) in %s; metrics and reports in %s", best["epoch"], env.model_dir, env.output_data_dir)
+            log.info(metrics.metric_line(f"final epoch={best.epoch}", "test", final))
+    confusion = job.group.sum(confusion)
+    if job.group.is_main:
+        write_reports(job.env.output_data_dir, summary, job.state.monitor, job.classes, confusion.tolist(), split)
+    log.info("model (epoch %d) in %s; metrics and reports in %s", best.epoch, job.env.model_dir, job.env.output_data_dir)
     return summary
+
+
+def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
+    """setup -> resume -> fit -> finish."""
+    job = setup(hp, env)
+    try:
+        resume(job)
+        fit(job)
+        return finish(job)
+    except stopping.Interrupted as e:
+        e.checkpoints = job.checkpoints  # for the stop message: what is saved, and where
+        raise
 
 
 def write_reports(directory: Path, summary: dict, monitor: RuleMonitor, classes: list[data.ClassInfo],
                   confusion: list[list[int]], split: str | None) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "metrics.json").write_text(json.dumps(summary, indent=1))
+    atomic.write_json(directory / "metrics.json", summary)
     pairs = report.confused_pairs(confusion, [c.label for c in classes]) if split else []
     report.write_training_report(directory, summary["history"], pairs, split or "none")
     if monitor.names:
@@ -383,15 +443,12 @@ def write_reports(directory: Path, summary: dict, monitor: RuleMonitor, classes:
         log.info("rules checked: %s; %s", ", ".join(monitor.names), f"fired: {', '.join(fired)}" if fired else "none fired")
 
 
-class Interrupted(BaseException):
-    """SIGTERM: the job is being stopped or its spot instance reclaimed.
-
-    A BaseException, like KeyboardInterrupt, so no library's ``except Exception`` swallows it.
-    """
-
-
-def _interrupt(signum: int, _frame) -> None:
-    raise Interrupted(signal.Signals(signum).name)
+def stop_message(e: stopping.Interrupted) -> str:
+    checkpoints: Checkpoints | None = getattr(e, "checkpoints", None)
+    if checkpoints is None or checkpoints.saved_epoch == 0:
+        return f"stopped by {e} before the first epoch completed: no checkpoint was written, so a restart trains from the start"
+    return (f"stopped by {e}: epochs 1-{checkpoints.saved_epoch} are in {checkpoints.path}; "
+            "a restart of this job (same name and settings) resumes from it")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -399,21 +456,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = TrainingEnv.from_environ()
     if env.rank != 0:  # every process computes the same metrics and decisions: one of them reports
         logging.getLogger("imgclf").setLevel(logging.ERROR)
-    signal.signal(signal.SIGTERM, _interrupt)
+    stopping.install()
     try:
         hp = parse_hyperparameters(sys.argv[1:] if argv is None else argv)
         run(hp, env)
-    except Interrupted as e:
-        message = (
-            f"stopped by {e}: every completed epoch is in {env.checkpoint_dir / CHECKPOINT_FILE}; "
-            "a job given the same checkpoint location resumes from it"
-        )
+    except stopping.Interrupted as e:
+        message = stop_message(e)
         log.warning(message)
         write_failure(env.output_dir, message)
         return 128 + signal.SIGTERM
     except ConfigError as e:
         log.error("training failed: %s", e)
         write_failure(env.output_dir, str(e))
+        return 1
+    except OSError as e:
+        message = describe_os_error(e)
+        log.error("training failed: %s", message, exc_info=True)
+        write_failure(env.output_dir, message)
         return 1
     except Exception as e:
         log.exception("training failed with an unexpected error")
