@@ -56,6 +56,22 @@ def test_train_failure_in_container_writes_reason(image, tmp_path, sample_data):
     assert "hyperparameter 'epochs' = 'zero' is invalid" in (tmp_path / "output" / "failure").read_text()
 
 
+def test_train_with_test_dir_mounted_as_opt_ml(image, tmp_path, sample_data):
+    """AWS's bring-your-own train_local.sh: `docker run -v $PWD/test_dir:/opt/ml IMAGE train`. The mount
+    hides whatever the image keeps under /opt/ml, and resourceconfig.json's algo-1 does not resolve."""
+    test_dir = tmp_path / "test_dir"
+    shutil.copytree(REPO / "local_test" / "test_dir" / "input", test_dir / "input")
+    for split in ("train", "valid", "test"):
+        shutil.copytree(sample_data / split, test_dir / "input" / "data" / split)
+    config = test_dir / "input" / "config" / "hyperparameters.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "epochs": "1"}))
+    assert json.loads((test_dir / "input" / "config" / "resourceconfig.json").read_text())["hosts"] == ["algo-1"]
+    result = subprocess.run(["docker", "run", "--rm", "--network", "none", "-v", f"{test_dir}:/opt/ml", image, "train"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (test_dir / "model" / "model.pt").is_file() and (test_dir / "output" / "success").is_file()
+
+
 def test_serve_in_container(trained_in_docker, image, test_dir, sample_data):
     assert trained_in_docker.returncode == 0
     port, name = free_port(), f"imgclf-test-{os.getpid()}"
