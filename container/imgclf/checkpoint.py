@@ -1,6 +1,8 @@
 """Per-epoch checkpoints: SageMaker syncs /opt/ml/checkpoints to S3 for managed spot training and
 restores it into the next job. The launchers give every job (and every tuner trial) the same S3
-location, so each run keeps its own folder, ``<TRAINING_JOB_NAME>-<digest of its settings>``:
+location, so each run keeps its own folder, ``<TRAINING_JOB_NAME>-<digest of its settings>``
+(SageMaker sets TRAINING_JOB_NAME, which sagemaker-training reads as ``params.TRAINING_JOB_ENV``;
+the SDK's local mode sets it too, sagemaker/local/image.py):
 a spot restart of the same job (same name, same settings) finds its folder and resumes; another
 job, or the same job with changed optimisation settings, starts its own. Continuing another job's
 run is the explicit ``resume-from`` hyperparameter.
