@@ -25,6 +25,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CACHE_MODES = ("auto", "true", "false")
 RULE_ACTIONS = ("log", "stop")
 AUGMENT_ON = ("auto", "cpu", "device")
+TENSORBOARD = ("auto", "true", "false")
 
 # Channel names we accept, canonical name first.
 CHANNEL_ALIASES = {
@@ -68,6 +69,7 @@ class Hyperparameters:
     rules: tuple[str, ...] = TRAINING_RULES  # checked in the loop; "none" turns them off
     rules_action: str = "log"
     profile_steps: int = 0  # 0: off; else torch.profiler records this many steps
+    tensorboard: str = "auto"  # auto: when SageMaker's tensorboardoutputconfig.json is there
 
 
 def _integer(minimum: int, maximum: int | None = None) -> tuple[Callable[[str], Any], str]:
@@ -173,6 +175,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "rules": _rules(),
     "rules_action": _choice(RULE_ACTIONS),
     "profile_steps": _integer(0),
+    "tensorboard": _choice(TENSORBOARD),
 }
 assert set(_PARSERS) == {f.name for f in dataclasses.fields(Hyperparameters)}
 

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from . import data, debugger, distributed, metrics, report
+from . import data, debugger, distributed, metrics, report, tensorboard
 from .augment import augment_batch, pad_collate
 from .checkpoint import CHECKPOINT_FILE, fingerprint, load_checkpoint, save_checkpoint
 from .config import ConfigError, Hyperparameters, TrainingEnv, parse_hyperparameters
@@ -270,6 +270,7 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     model_spec = ModelSpec(hp.arch, len(classes), hp.image_size, spec.mean, spec.std)
     monitor = RuleMonitor(hp.rules, hp.rules_action == "stop", len(train_loader), group.mean)
+    board = tensorboard.open_board(hp, env, group.is_main, spec, monitor, optimizer)
 
     def save_best(best: dict) -> None:
         if group.is_main:
@@ -302,13 +303,16 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
         images, targets = batch
         return normalize(images, spec, device), targets
 
+    to_inputs = board.watch_inputs(to_inputs)
     profile_dir = env.output_data_dir / "profiler"
     profiler = start_profiler(hp.profile_steps if group.is_main else 0, profile_dir, device)
 
     def after_step(loss: torch.Tensor) -> bool:
         if profiler is not None:
             profiler.step()
-        return monitor.after_step(loss, model, scaler.get_scale if scaler.is_enabled() else lambda: 1.0)
+        stop = monitor.after_step(loss, model, scaler.get_scale if scaler.is_enabled() else lambda: 1.0)
+        board.after_step(loss)
+        return stop
 
     for epoch in range(first_epoch, hp.epochs + 1):
         label = f"epoch={epoch}/{hp.epochs}"
@@ -347,6 +351,7 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
         }
         if group.is_main:
             save_checkpoint(env.checkpoint_dir, state)
+        board.after_epoch(record, model)
         if patience_over:
             log.info("early stopping: valid accuracy has not improved for %d epochs", epoch - best["epoch"])
         if stop_early:
@@ -366,6 +371,7 @@ def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
     confusion = group.sum(confusion)
     if group.is_main:
         write_reports(env.output_data_dir, summary, monitor, classes, confusion.tolist(), report_split)
+    board.finish(summary, confusion.tolist(), [c.label for c in classes], report_split, profile_dir)
     log.info("model (epoch %d) in %s; metrics and reports in %s", best["epoch"], env.model_dir, env.output_data_dir)
     return summary
 
