@@ -268,10 +268,11 @@ class Board:
 def histogram_stats(tensors: list[torch.Tensor]) -> list[dict]:
     """Each tensor's min, max, count, sum, sum of squares and HISTOGRAM_BINS bucket counts, computed
     where the tensors live and read back in two device syncs."""
-    flat = [t.float().flatten() for t in tensors]
+    flat = [t.float() for t in tensors]  # no flatten: a channels_last weight would be copied
     extremes = torch.stack([torch.stack(torch.aminmax(t)) for t in flat]).tolist()
     ranges = [(low, high) if high > low else (low - 0.5, high + 0.5) for low, high in extremes]  # histc needs a range
-    rows = torch.stack([torch.cat([torch.stack([t.sum(), t.square().sum()]), torch.histc(t, HISTOGRAM_BINS, low, high)])
+    rows = torch.stack([torch.cat([torch.stack([t.sum(), torch.linalg.vector_norm(t).square()]),
+                                   torch.histc(t, HISTOGRAM_BINS, low, high)])
                         for t, (low, high) in zip(flat, ranges)]).tolist()
     return [{"min": low, "max": high, "num": t.numel(), "sum": row[0], "sum_squares": row[1],
              "limits": np.linspace(*edges, HISTOGRAM_BINS + 1)[1:].tolist(), "counts": row[2:]}
