@@ -14,7 +14,7 @@ GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # Optional: BASE_IMAGE, BUILDER_IMAGE, WITH_COMPILER, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST, CA_BUNDLE
 BUILD_ARGS := $(foreach v,BASE_IMAGE BUILDER_IMAGE WITH_COMPILER PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST,$(if $($(v)),--build-arg $(v)="$($(v))"))
 
-.PHONY: help venv sample-data demo train-demo test clean build push train-local serve-local predict image-local bench audit
+.PHONY: help venv sample-data demo train-demo tensorboard test clean build push train-local serve-local predict image-local bench audit
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -39,6 +39,11 @@ demo: train-demo  ## train on the sample data the way SageMaker runs `train` (no
 train-demo: venv sample-data
 	rm -rf build/demo  # a fresh job each time (the base keeps checkpoints otherwise)
 	$(PY) scripts/local_train.py --data $(DATA) --base build/demo --hyperparameters $(HPS)
+
+# TensorBoard gets a venv of its own: .venv keeps protobuf 3.20.3 for smdebug, and 2.21 needs protobuf>=6.31.
+tensorboard:  ## serve make demo's TensorBoard event files (or LOGDIR=...) on 127.0.0.1:6006
+	test -x build/tensorboard/bin/tensorboard || { $(PYTHON) -m venv build/tensorboard && build/tensorboard/bin/pip install -q tensorboard==2.21.0; }
+	build/tensorboard/bin/tensorboard --logdir $(or $(LOGDIR),build/demo/output/tensorboard) --host 127.0.0.1 --port 6006
 
 test: venv  ## run the test suite
 	$(PY) -m pytest tests

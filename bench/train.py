@@ -2,6 +2,7 @@
 
     python bench/train.py                                   # CPU-sized defaults
     python bench/train.py --arch resnet50 --image-size 224 --images 4096 --batch-size 128   # on a GPU
+    python bench/train.py --tensorboard                     # also each of ours with TensorBoard on
 
 Both train the same architecture from scratch on the same photo-sized JPEGs for the same epochs;
 images/s is over the whole run, first epoch (and our one-time decode) included.
@@ -24,12 +25,34 @@ from baseline import train_baseline  # noqa: E402
 from photos import write_photo_dataset  # noqa: E402
 
 from imgclf.config import Hyperparameters, TrainingEnv  # noqa: E402
+from imgclf.tensorboard import Board  # noqa: E402
 from imgclf.train import run  # noqa: E402
 
+BOARD_SECONDS = [0.0]  # time spent inside the TensorBoard board's methods: its direct cost
+_depth = [0]
 
-def train_ours(data: Path, args: argparse.Namespace, augment_on: str) -> float:
+
+def timed(method):
+    def wrapper(*args, **kwargs):
+        _depth[0] += 1
+        start = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            _depth[0] -= 1
+            if _depth[0] == 0:  # outermost call only
+                BOARD_SECONDS[0] += time.perf_counter() - start
+
+    return wrapper
+
+
+for _name in ("_open", "after_step", "after_epoch", "finish", "_grid", "_image"):
+    setattr(Board, _name, timed(getattr(Board, _name)))
+
+
+def train_ours(data: Path, args: argparse.Namespace, augment_on: str, tensorboard: bool = False) -> float:
     hp = Hyperparameters(arch=args.arch, pretrained=False, epochs=args.epochs, batch_size=args.batch_size,
-                         image_size=args.image_size, augment_on=augment_on)
+                         image_size=args.image_size, augment_on=augment_on, tensorboard=str(tensorboard).lower())
     with tempfile.TemporaryDirectory() as tmp:
         env = TrainingEnv(model_dir=Path(tmp) / "model", output_dir=Path(tmp) / "output",
                           output_data_dir=Path(tmp) / "output" / "data", checkpoint_dir=Path(tmp) / "checkpoints",
@@ -49,6 +72,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--data", type=Path, default=Path("build/bench_photos"))
+    parser.add_argument("--tensorboard", action="store_true", help="also run each of ours with TensorBoard event files on")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO if os.environ.get("BENCH_VERBOSE") else logging.WARNING)
     data = write_photo_dataset(args.data / str(args.images), args.images)
@@ -63,6 +87,14 @@ def main() -> None:
         ours = train_ours(data, args, augment_on)
         print(f"  imgclf, augmentation on the {augment_on:6} (decode once, mixed precision): {ours:8.1f} images/s"
               f"  = {ours / baseline:.2f}x the baseline")
+        if args.tensorboard:
+            BOARD_SECONDS[0] = 0.0
+            start = time.perf_counter()
+            board = train_ours(data, args, augment_on, tensorboard=True)
+            seconds = time.perf_counter() - start
+            print(f"  the same with TensorBoard event files on:                     {board:8.1f} images/s"
+                  f"  = {board / baseline:.2f}x the baseline, {100 * (1 - board / ours):+.1f}% slower than off;"
+                  f" {BOARD_SECONDS[0]:.2f} s of {seconds:.1f} s ({100 * BOARD_SECONDS[0] / seconds:.1f}%) inside TensorBoard's code")
 
 
 if __name__ == "__main__":

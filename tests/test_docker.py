@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import REPO, free_port, wait_until_healthy
 
@@ -25,6 +26,8 @@ def test_dir(tmp_path_factory) -> Path:
     """A copy of local_test/test_dir, so the runs leave the repository clean."""
     target = tmp_path_factory.mktemp("docker") / "test_dir"
     shutil.copytree(REPO / "local_test" / "test_dir" / "input", target / "input")
+    (target / "input" / "config" / "tensorboardoutputconfig.json").write_text(  # as SageMaker writes it
+        json.dumps({"LocalPath": "/opt/ml/output/tensorboard", "S3OutputPath": "s3://bucket/tensorboard/job"}))
     return target
 
 
@@ -44,6 +47,9 @@ def test_train_in_container(trained_in_docker, test_dir):
     summary = json.loads((test_dir / "output" / "data" / "metrics.json").read_text())
     assert summary["test"]["accuracy"] > 0.9, summary["test"]
     assert "Invoking user script" in trained_in_docker.stderr  # sagemaker-training ran our program
+    (events,) = (test_dir / "output" / "tensorboard").glob("events.out.tfevents.*")
+    board = EventAccumulator(str(events.parent), size_guidance={"scalars": 0}).Reload()
+    assert len(board.Scalars("epoch/valid_accuracy")) == len(summary["history"])
 
 
 def test_train_failure_in_container_writes_reason(image, tmp_path, sample_data):

@@ -26,6 +26,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CACHE_MODES = ("auto", "true", "false")
 RULE_ACTIONS = ("log", "stop")
 AUGMENT_ON = ("auto", "cpu", "device")
+TENSORBOARD = ("auto", "true", "false")
 
 # Channel names we accept, canonical name first.
 CHANNEL_ALIASES = {
@@ -70,6 +71,7 @@ class Hyperparameters:
     rules_action: str = "log"
     profile_steps: int = 0  # 0: off; else torch.profiler records this many steps
     resume_from: str = ""  # a job name: continue its run (same settings) when this job has no checkpoint
+    tensorboard: str = "auto"  # auto: when SageMaker's tensorboardoutputconfig.json is there
 
 
 def _integer(minimum: int, maximum: int | None = None) -> tuple[Callable[[str], Any], str]:
@@ -186,6 +188,7 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "rules_action": _choice(RULE_ACTIONS),
     "profile_steps": _integer(0),
     "resume_from": _job_name(),
+    "tensorboard": _choice(TENSORBOARD),
 }
 assert set(_PARSERS) == {f.name for f in dataclasses.fields(Hyperparameters)}
 

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from . import atomic, data, debugger, distributed, metrics, report, stopping
+from . import atomic, data, debugger, distributed, metrics, report, stopping, tensorboard
 from .augment import augment_batch, pad_collate
 from .checkpoint import Checkpoints, open_run, run_settings
 from .config import ConfigError, Hyperparameters, TrainingEnv, parse_hyperparameters
@@ -111,6 +111,7 @@ class Job:
     criterion: nn.Module
     hook: object  # smdebug's, or None
     state: TrainingState
+    board: tensorboard.Board
     checkpoints: Checkpoints | None = None
     profiler: object = None
 
@@ -119,16 +120,21 @@ class Job:
         if self.on_device:
             images, sizes, targets = batch
             hp = self.hp
-            return augment_batch(images, sizes, self.spec, hp.random_crop_min_scale, hp.horizontal_flip, self.device), targets
-        images, targets = batch
-        return normalize(images, self.spec, self.device), targets
+            inputs = augment_batch(images, sizes, self.spec, hp.random_crop_min_scale, hp.horizontal_flip, self.device)
+        else:
+            images, targets = batch
+            inputs = normalize(images, self.spec, self.device)
+        self.board.see_inputs(inputs)
+        return inputs, targets
 
     def after_step(self, loss: torch.Tensor) -> bool:
         """True when a rule stops training now."""
         if self.profiler is not None:
             self.profiler.step()
         scaler = self.state.scaler
-        return self.state.monitor.after_step(loss, self.state.model, scaler.get_scale if scaler.is_enabled() else lambda: 1.0)
+        stop = self.state.monitor.after_step(loss, self.state.model, scaler.get_scale if scaler.is_enabled() else lambda: 1.0)
+        self.board.after_step(loss)
+        return stop
 
 
 def train_one_epoch(job: Job, label: str) -> dict[str, float]:
@@ -311,8 +317,9 @@ def setup(hp: Hyperparameters, env: TrainingEnv) -> Job:
         torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16), generator,
         RuleMonitor(hp.rules, hp.rules_action == "stop", steps, group.mean),
     )
+    board = tensorboard.open_board(hp, env, group.is_main, spec, state.monitor, optimizer)
     return Job(hp, env, group, device, amp_dtype, spec, classes, on_device, train_loader, eval_loaders,
-               network, compiled, criterion, hook, state)
+               network, compiled, criterion, hook, state, board)
 
 
 def save_model(job: Job) -> None:
@@ -380,6 +387,7 @@ def fit(job: Job) -> None:
             if job.group.is_main:
                 job.checkpoints.save(state.state_dict())
             job.checkpoints.saved_epoch = epoch  # by rank 0, for every rank's stop message
+        job.board.after_epoch(record, state.model)
         if patience_over:
             log.info("early stopping: valid accuracy has not improved for %d epochs", epoch - state.best.epoch)
         if state.stopped_early:
@@ -409,6 +417,7 @@ def finish(job: Job) -> dict:
     confusion = job.group.sum(confusion)
     if job.group.is_main:
         write_reports(job.env.output_data_dir, summary, job.state.monitor, job.classes, confusion.tolist(), split)
+    job.board.finish(summary, confusion.tolist(), [c.label for c in job.classes], split, job.env.output_data_dir / "profiler")
     log.info("model (epoch %d) in %s; metrics and reports in %s", best.epoch, job.env.model_dir, job.env.output_data_dir)
     return summary
 

@@ -1,0 +1,305 @@
+"""TensorBoard event files (the ``tensorboard`` hyperparameter, or SageMaker's TensorBoardOutputConfig).
+
+When a job has a TensorBoardOutputConfig, SageMaker writes /opt/ml/input/config/tensorboardoutputconfig.json
+({"LocalPath": ..., "S3OutputPath": ...}; LocalPath defaults to /opt/ml/output/tensorboard, per the
+API reference) and uploads LocalPath to S3OutputPath while the job runs. smdebug reads the same file
+(smdebug.core.json_config.get_tensorboard_dir_from_json_config).
+
+Written with tensorboardX's summary protos and its synchronous ``EventsWriter``, not its
+``SummaryWriter``: that one writes from a thread, which dies on a full disk and then blocks training
+forever on its bounded queue. Here a failed write is logged once and ends TensorBoard output only.
+Only rank 0 writes; per-step values are read back from the device once per ``interval`` steps.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.utils import make_grid
+
+from .config import ConfigError, Hyperparameters, TrainingEnv
+from .monitor import RuleMonitor
+from .preprocess import ImageSpec
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "tensorboardoutputconfig.json"
+DEFAULT_DIR = "tensorboard"  # under the output dir: /opt/ml/output/tensorboard, SageMaker's default LocalPath
+PROFILE_RUN = "profiler"  # torch-tb-profiler shows every folder holding *.pt.trace.json as a run
+FLUSH_SECONDS = 30
+HISTOGRAM_BINS = 30
+GRID_IMAGES = 32
+CONFUSION_LABELS_MAX = 40  # more classes than this: no tick labels, they would overlap
+EPOCH_CHARTS = {"epoch": {"loss": ["Multiline", ["epoch/train_loss", "epoch/valid_loss"]],
+                          "accuracy": ["Multiline", ["epoch/train_accuracy", "epoch/valid_accuracy"]]}}
+HPARAM_METRICS = ("epoch/valid_accuracy", "epoch/valid_loss", "final/test_accuracy", "final/test_loss", "final/best_epoch")
+
+
+def log_dir(setting: str, config_dir: Path, output_dir: Path) -> Path | None:
+    """Where the event files go: ``auto`` writes when SageMaker's config file is there, ``true``
+    always (its LocalPath, else output_dir/tensorboard), ``false`` never."""
+    config = config_dir / CONFIG_FILE
+    if setting == "false" or (setting == "auto" and not config.is_file()):
+        return None
+    if not config.is_file():
+        return output_dir / DEFAULT_DIR
+    try:
+        local_path = json.loads(config.read_text()).get("LocalPath") or str(output_dir / DEFAULT_DIR)
+    except (ValueError, AttributeError) as e:
+        raise ConfigError(f"{config} is not a JSON object with a LocalPath: {e}") from None
+    return Path(local_path)
+
+
+def open_board(hp: Hyperparameters, env: TrainingEnv, is_main: bool, spec: ImageSpec, monitor: RuleMonitor,
+               optimizer: torch.optim.Optimizer) -> Board:
+    """The job's board: writing on rank 0 when the job asks for TensorBoard, else doing nothing."""
+    directory = log_dir(hp.tensorboard, env.input_config_dir, env.output_dir) if is_main else None
+    return Board(directory, spec, monitor, optimizer, hp.batch_size, hparams_of(hp))
+
+
+def hparams_of(hp: Hyperparameters) -> dict[str, str | float | bool]:
+    return {k: ",".join(v) if isinstance(v, tuple) else v for k, v in asdict(hp).items()}
+
+
+class Board:
+    """Per step: loss, learning rate, images/s, and the rules' gradient magnitudes. Per epoch: train
+    and valid loss and accuracy, weight and gradient norms and histograms. Once: a grid of augmented
+    training images, the kept model's confusion matrix, the hyperparameters with the final metrics."""
+
+    def __init__(self, directory: Path | None, spec: ImageSpec, monitor: RuleMonitor, optimizer: torch.optim.Optimizer,
+                 images_per_step: int, hparams: dict):
+        self.directory = directory
+        self.spec, self.monitor, self.optimizer, self.images_per_step = spec, monitor, optimizer, images_per_step
+        self._losses: list[torch.Tensor] = []
+        self._lrs: list[float] = []
+        self._tick = self._last_flush = time.perf_counter()
+        self._grid_written = False
+        self._writer = None
+        if directory is not None:
+            self._open(directory, hparams)
+
+    @property
+    def active(self) -> bool:
+        return self._writer is not None
+
+    def _open(self, directory: Path, hparams: dict) -> None:
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.summary import custom_scalars, hparams as hparams_summary
+
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._writer = EventsWriter(str(directory / "events"), f".{os.getpid()}")
+        except OSError as e:
+            raise ConfigError(f"cannot write TensorBoard event files to {directory}: {e}") from None
+        experiment, start, self._session_end = hparams_summary(hparams, dict.fromkeys(HPARAM_METRICS, 0.0))
+        for summary in (experiment, start, custom_scalars(EPOCH_CHARTS)):
+            self._write(summary, 0)
+        self._flush()
+        atexit.register(self.close)  # a failed or stopped job still leaves every step it logged
+        log.info("TensorBoard event files in %s", directory)
+
+    def _write(self, summary, step: int) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+
+        if self._writer is None:
+            return
+        try:
+            self._writer.write_event(Event(wall_time=time.time(), step=step, summary=summary))
+        except OSError as e:
+            self._stop(e)
+
+    def _flush(self) -> None:
+        if self._writer is None:
+            return
+        try:
+            self._writer.flush()
+        except OSError as e:
+            self._stop(e)
+        self._last_flush = time.perf_counter()
+
+    def _stop(self, error: OSError) -> None:
+        log.warning("TensorBoard output stopped, training goes on: cannot write to %s (%s)", self.directory, error)
+        writer, self._writer = self._writer, None
+        try:
+            writer.close()
+        except OSError:
+            pass  # the buffered tail is lost with the disk space
+
+    def _scalars(self, values: dict[str, float], step: int) -> None:
+        from tensorboardX.summary import scalar
+
+        for tag, value in values.items():
+            self._write(scalar(tag, value), step)
+
+    def see_inputs(self, inputs: torch.Tensor) -> None:
+        """Draw the first augmented training batch as a grid, once."""
+        if self.active and not self._grid_written:
+            self._grid_written = True
+            self._image("train/augmented_batch", self._grid(inputs), self.monitor.step + 1)
+
+    def _grid(self, inputs: torch.Tensor) -> np.ndarray:
+        images = inputs[:GRID_IMAGES].detach().float()
+        mean = torch.tensor(self.spec.mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.spec.std, device=images.device).view(1, 3, 1, 1)
+        grid = make_grid((images * std + mean).clamp(0, 1), nrow=8, padding=2)
+        return (grid * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+    def _image(self, tag: str, image: np.ndarray, step: int) -> None:
+        from tensorboardX.summary import image as image_summary
+
+        self._write(image_summary(tag, image, dataformats="HWC"), step)
+
+    def after_step(self, loss: torch.Tensor) -> None:
+        """Call after each optimizer step, after the monitor's: buffers the loss without a device sync."""
+        if not self.active:
+            return
+        self._losses.append(loss.detach().float())
+        self._lrs.append(self.optimizer.param_groups[0]["lr"])
+        if len(self._losses) >= self.monitor.interval:
+            self._write_steps()
+
+    def _write_steps(self) -> None:
+        if not self._losses:
+            return
+        losses = torch.stack(self._losses).tolist()  # the one device sync for these steps
+        now = time.perf_counter()
+        last = self.monitor.step
+        first = last - len(losses) + 1
+        for step, loss, lr in zip(range(first, last + 1), losses, self._lrs):
+            self._scalars({"step/loss": loss, "step/lr": lr}, step)
+        self._scalars({"step/images_per_sec": len(losses) * self.images_per_step / (now - self._tick)}, last)
+        series = self.monitor.series
+        for i in range(len(series["step"]) - 1, -1, -1):  # the rules' gradient values for these steps
+            if series["step"][i] < first:
+                break
+            self._scalars({"gradients/mean_abs_min": series["grad_min"][i],
+                           "gradients/mean_abs_max": series["grad_max"][i]}, series["step"][i])
+        self._losses, self._lrs, self._tick = [], [], now
+        if now - self._last_flush > FLUSH_SECONDS:
+            self._flush()
+
+    def after_epoch(self, record: dict, model: nn.Module) -> None:
+        """Call at the end of each epoch with its metrics ``{"epoch", "train", "valid"?}``."""
+        if not self.active:
+            return
+        self._write_steps()
+        epoch = record["epoch"]
+        for split in ("train", "valid"):
+            for name, value in record.get(split, {}).items():
+                self._scalars({f"epoch/{split}_{name}": value}, epoch)
+        self._histograms(model, self.monitor.step)
+        self._flush()
+        self._tick = time.perf_counter()  # the next interval starts with the next epoch
+
+    def _histograms(self, model: nn.Module, step: int) -> None:
+        """Weights and gradients of conv and linear layers (the last step's gradients), and their L2 norms."""
+        named = [(n, p) for n, p in model.named_parameters() if p.ndim > 1]
+        weights = {n: p.detach() for n, p in named}
+        gradients = {n: p.grad.detach() for n, p in named if p.grad is not None}
+        for kind, tensors in (("weights", weights), ("gradients", gradients)):
+            if not tensors:
+                continue
+            stats = histogram_stats(list(tensors.values()))
+            for name, row in zip(tensors, stats):
+                self._write(histogram_summary(f"{kind}/{name}", row), step)
+            self._scalars({f"norms/{kind}": float(np.sqrt(sum(row["sum_squares"] for row in stats)))}, step)
+
+    def finish(self, summary: dict, confusion: Sequence[Sequence[int]], labels: Sequence[str], split: str | None,
+               profile_dir: Path) -> None:
+        """The kept model's confusion matrix on ``split``, the final metrics for the hparams view,
+        and a copy of the profiler trace; then closes the event file."""
+        if not self.active:
+            return
+        step = self.monitor.step
+        if split:
+            self._image(f"confusion_matrix/{split}", confusion_image(confusion, labels, split), step)
+        best = next((r for r in summary["history"] if r["epoch"] == summary["best_epoch"]), {})
+        final = {"final/best_epoch": summary["best_epoch"]}
+        final.update({f"final/best_valid_{k}": best["valid"][k] for k in ("loss", "accuracy") if "valid" in best})
+        final.update({f"final/test_{k}": summary["test"][k] for k in ("loss", "accuracy") if "test" in summary})
+        self._scalars(final, step)
+        self._write(self._session_end, step)
+        self._copy_profile(profile_dir)
+        self.close()
+
+    def _copy_profile(self, profile_dir: Path) -> None:
+        traces = sorted(profile_dir.glob("*.pt.trace.json*")) if profile_dir.is_dir() else []
+        if not traces:
+            return
+        target = self.directory / PROFILE_RUN
+        try:
+            target.mkdir(exist_ok=True)
+            for trace in traces:
+                shutil.copy2(trace, target / trace.name)
+        except OSError as e:
+            log.warning("profiler trace not copied to %s: %s", target, e)
+
+    def close(self) -> None:
+        if self._writer is None:
+            return
+        try:
+            self._write_steps()
+        except Exception as e:  # closing after a failed job: the device may be what failed
+            log.warning("TensorBoard: the last steps' values could not be read back (%s)", e)
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        atexit.unregister(self.close)
+
+
+@torch.no_grad()
+def histogram_stats(tensors: list[torch.Tensor]) -> list[dict]:
+    """Each tensor's min, max, count, sum, sum of squares and HISTOGRAM_BINS bucket counts, computed
+    where the tensors live and read back in two device syncs."""
+    flat = [t.float() for t in tensors]  # no flatten: a channels_last weight would be copied
+    extremes = torch.stack([torch.stack(torch.aminmax(t)) for t in flat]).tolist()
+    ranges = [(low, high) if high > low else (low - 0.5, high + 0.5) for low, high in extremes]  # histc needs a range
+    rows = torch.stack([torch.cat([torch.stack([t.sum(), torch.linalg.vector_norm(t).square()]),
+                                   torch.histc(t, HISTOGRAM_BINS, low, high)])
+                        for t, (low, high) in zip(flat, ranges)]).tolist()
+    return [{"min": low, "max": high, "num": t.numel(), "sum": row[0], "sum_squares": row[1],
+             "limits": np.linspace(*edges, HISTOGRAM_BINS + 1)[1:].tolist(), "counts": row[2:]}
+            for t, (low, high), edges, row in zip(flat, extremes, ranges, rows)]
+
+
+def histogram_summary(tag: str, row: dict):
+    from tensorboardX.summary import histogram_raw
+
+    return histogram_raw(tag, row["min"], row["max"], row["num"], row["sum"], row["sum_squares"], row["limits"], row["counts"])
+
+
+def confusion_image(confusion: Sequence[Sequence[int]], labels: Sequence[str], split: str) -> np.ndarray:
+    """The confusion matrix, each row as fractions of that class's images, as an RGB array."""
+    from .report import load_pyplot
+
+    counts = np.asarray(confusion, dtype=np.float64)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = min(14.0, 4 + 0.12 * len(labels))
+    figure, ax = load_pyplot().subplots(figsize=(size, size * 0.85))
+    shown = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(shown, ax=ax, fraction=0.046, label="fraction of the true class")
+    accuracy = np.trace(counts) / max(counts.sum(), 1)
+    ax.set_title(f"{split}: {int(counts.sum())} images, accuracy {accuracy:.4f}")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(labels) <= CONFUSION_LABELS_MAX:
+        ticks = range(len(labels))
+        ax.set_xticks(ticks, labels, rotation=90, fontsize=8)
+        ax.set_yticks(ticks, labels, fontsize=8)
+    figure.tight_layout()
+    figure.canvas.draw()
+    image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    load_pyplot().close(figure)
+    return image
