@@ -27,12 +27,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from . import data, debugger, distributed, metrics, report
+from . import data, debugger, distributed, gpu, metrics, precision, report
 from .augment import augment_batch, pad_collate
 from .checkpoint import CHECKPOINT_FILE, fingerprint, load_checkpoint, save_checkpoint
 from .config import ConfigError, Hyperparameters, TrainingEnv, parse_hyperparameters
 from .distributed import Group
-from .hardware import fast_dtype
 from .logs import setup_logging
 from .model import ModelSpec, create_model, save_artifacts
 from .monitor import RuleMonitor
@@ -57,15 +56,6 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def choose_precision(requested: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32."""
-    if requested == "auto":
-        return fast_dtype(device)
-    if requested == "fp16" and device.type != "cuda":
-        raise ConfigError("precision=fp16 needs a GPU; use auto, fp32 or bf16 on a CPU instance")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[requested]
 
 
 def build_optimizer(hp: Hyperparameters, model: nn.Module) -> torch.optim.Optimizer:
@@ -236,9 +226,9 @@ def build_loaders(
 
 def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
     group = Group(env.rank, env.world_size, env.local_rank, env.local_world_size)
-    device = torch.device("cuda", env.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    device = gpu.select_device(env.local_rank, env.allow_cpu)
     distributed.start(group, device)
-    amp_dtype = choose_precision(hp.precision, device)
+    amp_dtype = precision.autocast_dtype(hp.precision, device)
     if hp.compile and shutil.which("cc") is None and shutil.which("gcc") is None:
         raise ConfigError("compile=true needs a C compiler for torch.compile; build the image with WITH_COMPILER=true")
     generator = seed_everything(hp.seed)
