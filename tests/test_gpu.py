@@ -41,7 +41,7 @@ def test_require_cuda_branches_of_the_13_0_base():
 
 
 @pytest.mark.parametrize("driver, torch_cuda, require, enable, words", [
-    ("535.54.03", "13.0", REQUIRE_13_0, True, ["older than CUDA 13.0 needs (580.0)", "580.95.05"]),   # inference AMI gpu-2
+    ("535.54.03", "13.0", REQUIRE_13_0, True, ["older than CUDA 13.0 needs (580)", "580.95.05"]),   # inference AMI gpu-2
     ("550.163.01", "13.0", REQUIRE_13_0, True, ["forward-compatibility"]),                           # AMI gpu-3-1
     ("580.65.06", "13.0", REQUIRE_13_0, False, ["runs CUDA 13.0 natively"]),                          # AMI gpu-4-1
     ("590.10.01", "13.0", REQUIRE_13_0, False, ["natively"]),                                         # newer than compat
@@ -194,7 +194,7 @@ def report(**overrides) -> Report:
 
 def test_driver_too_old_names_driver_gpu_count_cuda_and_fix():
     problem = report().problem()
-    for word in ("driver 470.256.02", "CUDA 13.0", "580.0", "too old", "InferenceAmiVersion", "IMGCLF_ALLOW_CPU=true"):
+    for word in ("driver 470.256.02", "CUDA 13.0", "580 or later", "too old", "InferenceAmiVersion", "IMGCLF_ALLOW_CPU=true"):
         assert word in problem, problem
     with pytest.raises(GpuUnusable, match="driver 470.256.02"):
         select_device(0, allow_cpu=False, report=report())
@@ -331,3 +331,68 @@ def test_serve_fails_ping_with_the_reason_on_an_unusable_gpu_host(tmp_path):
         assert "0 GPU(s)" in server.log()  # workers sized for what torch can use, not for nvidia-smi's count
     finally:
         server.stop()
+
+
+# --- in the image (docker) ----------------------------------------------------------------------
+
+def docker_run(image: str, command: list[str], mounts: dict[Path, str], env: dict[str, str] | None = None,
+               timeout: float = 300) -> subprocess.CompletedProcess:
+    args = ["docker", "run", "--rm", "--network", "none"]
+    for source, target in mounts.items():
+        args += ["-v", f"{source}:{target}:ro"]
+    for key, value in (env or {}).items():
+        args += ["-e", f"{key}={value}"]
+    return subprocess.run(args + [image, *command], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.docker
+def test_doctor_in_the_image_on_this_cpu_host(image):
+    result = docker_run(image, ["doctor"], {})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"torch: {torch.__version__}, CUDA {torch.version.cuda}" in result.stdout
+    assert "CPU: native bf16" in result.stdout
+    assert result.stdout.splitlines()[-1] == "verdict: OK: no NVIDIA GPU on this host; train and serve use the CPU"
+    assert result.stderr == ""  # no compat line on a host without a driver
+
+
+@pytest.mark.docker
+def test_doctor_in_the_image_on_a_470_host(image, tmp_path):
+    smi = Path(fake_host(tmp_path, "470.256.02")["PATH"].split(":")[0]) / "nvidia-smi"
+    result = docker_run(image, ["doctor"], {smi: "/usr/local/bin/nvidia-smi"})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "driver: 470.256.02 (1 NVIDIA GPU(s) on the host)" in result.stdout
+    assert "verdict: FAIL: the host has 1 NVIDIA GPU(s) with driver 470.256.02" in result.stdout
+    assert "CUDA compat libs not used: driver 470.256.02" in result.stderr
+
+
+@pytest.mark.docker
+def test_doctor_in_the_image_enables_the_compat_libs_on_a_535_host(image, tmp_path):
+    """A fake compat folder mounted where nvidia/cuda bases keep it: `doctor` starts with it first on
+    LD_LIBRARY_PATH. Its libcuda is no real driver, so torch still cannot use the GPU, and says so."""
+    smi = Path(fake_host(tmp_path, "535.54.03")["PATH"].split(":")[0]) / "nvidia-smi"
+    compat = fake_compat_dir(tmp_path)
+    result = docker_run(image, ["sh", "-c", "doctor; echo \"rc=$? LD_LIBRARY_PATH=$LD_LIBRARY_PATH\""],
+                        {smi: "/usr/local/bin/nvidia-smi", compat: "/usr/local/cuda/compat"},
+                        env={"NVIDIA_REQUIRE_CUDA": REQUIRE_13_0})
+    out = result.stdout
+    assert "compat libs: driver 580.95.05 in /usr/local/cuda/compat; enabled: driver 535.54.03 is older than CUDA 13.0" in out, out
+    assert "verdict: FAIL" in out and "rc=1" in out
+    assert "LD_LIBRARY_PATH=" in out and "/usr/local/cuda/compat" not in out.split("LD_LIBRARY_PATH=")[1]  # the shell's own
+    assert "CUDA compat libs enabled" in result.stderr
+
+
+@pytest.mark.docker
+def test_train_in_the_image_fails_with_the_reason_on_a_470_host(image, tmp_path, sample_data):
+    smi = Path(fake_host(tmp_path / "host", "470.256.02")["PATH"].split(":")[0]) / "nvidia-smi"
+    shutil.copytree(Path(__file__).parents[1] / "local_test" / "test_dir" / "input", tmp_path / "input")
+    (tmp_path / "output").mkdir()
+    mounts = {tmp_path / "input" / "config": "/opt/ml/input/config", smi: "/usr/local/bin/nvidia-smi",
+              **{sample_data / c: f"/opt/ml/input/data/{c}" for c in ("train", "valid", "test")}}
+    args = ["docker", "run", "--rm", "--network", "none", "--hostname", "algo-1", "--add-host", "algo-1:127.0.0.1",
+            "-v", f"{tmp_path / 'output'}:/opt/ml/output"]
+    for source, target in mounts.items():
+        args += ["-v", f"{source}:{target}:ro"]
+    result = subprocess.run(args + [image, "train"], capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0, result.stdout[-2000:]
+    failure = (tmp_path / "output" / "failure").read_text()
+    assert failure.startswith("the host has 1 NVIDIA GPU(s) with driver 470.256.02"), failure

@@ -35,7 +35,7 @@ LIB_DIRS = (Path("/usr/lib/x86_64-linux-gnu"), Path("/usr/lib64"), Path("/usr/li
 # The oldest driver that runs each CUDA major release without the compat libs (NVIDIA CUDA Toolkit
 # release notes, "CUDA Toolkit and Minimum Required Driver Version for CUDA Minor Version
 # Compatibility": 13.x >= 580, 12.x >= 525.60.13, 11.x >= 450.80.02).
-NATIVE_MIN_DRIVER = {13: (580, 0), 12: (525, 60, 13), 11: (450, 80, 2)}
+NATIVE_MIN_DRIVER = {13: (580,), 12: (525, 60, 13), 11: (450, 80, 2)}
 
 Version = tuple[int, ...]
 

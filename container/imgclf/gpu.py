@@ -111,8 +111,7 @@ class Report:
             native = cuda_compat.native_min_driver(self.torch_cuda)
             return (f"the host has {self.host_gpus} NVIDIA GPU(s) with driver {self.driver}, but torch cannot use "
                     f"them ({self.cuda_error or 'torch.cuda.is_available() is False'}); {needs}, which needs "
-                    f"driver {cuda_compat.show(native)} or later, or R535+ with the compat libs "
-                    f"(compat libs {self.compat}). Fix: run on a newer driver (endpoints: InferenceAmiVersion "
+                    f"driver {cuda_compat.show(native)} or later (compat libs {self.compat}). Fix: run on a newer driver (endpoints: InferenceAmiVersion "
                     "al2023-ami-sagemaker-inference-gpu-4-1 or al2-ami-sagemaker-inference-gpu-3-1; batch transform: "
                     "TransformAmiVersion al2-ami-sagemaker-batch-gpu-535) or use an image built for this driver "
                     f"(README: build choices); {ALLOW_CPU_ENV}=true runs on the CPU instead")
