@@ -27,6 +27,8 @@ CACHE_MODES = ("auto", "true", "false")
 RULE_ACTIONS = ("log", "stop")
 AUGMENT_ON = ("auto", "cpu", "device")
 TENSORBOARD = ("auto", "true", "false")
+# Opt-in to run on the CPU of a host whose GPUs torch cannot use (imgclf.gpu); never implicit.
+ALLOW_CPU_ENV = "IMGCLF_ALLOW_CPU"
 
 # Channel names we accept, canonical name first.
 CHANNEL_ALIASES = {
@@ -264,6 +266,7 @@ class TrainingEnv:
     world_size: int = 1
     local_rank: int = 0
     local_world_size: int = 1
+    allow_cpu: bool = False  # ALLOW_CPU_ENV
 
     def channel(self, name: str) -> Path | None:
         """The folder of a channel by canonical name, accepting its aliases."""
@@ -299,6 +302,7 @@ class TrainingEnv:
             world_size=int(environ.get("WORLD_SIZE", "1")),
             local_rank=int(environ.get("LOCAL_RANK", "0")),
             local_world_size=int(environ.get("LOCAL_WORLD_SIZE", "1")),
+            allow_cpu=cpu_allowed(environ),
         )
 
 
@@ -315,12 +319,19 @@ def _env_int(environ: Mapping[str, str], name: str, default: int, minimum: int =
     return value
 
 
-def _precision(text: str) -> str:
-    convert, allowed = _choice(PRECISIONS)
+def _env_converted(environ: Mapping[str, str], name: str, default: str, parser: tuple[Callable[[str], Any], str]) -> Any:
+    """An environment variable through a hyperparameter converter (``_choice``, ``_boolean``)."""
+    text = environ.get(name, "").strip() or default
+    convert, allowed = parser
     try:
         return convert(text)
     except ValueError:
-        raise ConfigError(f"environment variable IMGCLF_PRECISION={text!r} must be {allowed}") from None
+        raise ConfigError(f"environment variable {name}={text!r} must be {allowed}") from None
+
+
+def cpu_allowed(environ: Mapping[str, str]) -> bool:
+    """ALLOW_CPU_ENV: run on the CPU of a host whose GPUs torch cannot use."""
+    return _env_converted(environ, ALLOW_CPU_ENV, "false", _boolean())
 
 
 @dataclass(frozen=True)
@@ -341,6 +352,7 @@ class ServingConfig:
     max_batch_size: int
     max_batch_wait_ms: int
     precision: str
+    allow_cpu: bool
     default_top_k: int
     max_concurrent_transforms: int
     batch_strategy: str
@@ -367,7 +379,8 @@ class ServingConfig:
             # CPUs run ResNets fastest per image at small batches (cache-sized activations).
             max_batch_size=_env_int(environ, "IMGCLF_MAX_BATCH_SIZE", 32 if gpus else 8),
             max_batch_wait_ms=_env_int(environ, "IMGCLF_MAX_BATCH_WAIT_MS", 5, minimum=0),
-            precision=_precision(environ.get("IMGCLF_PRECISION", "auto")),
+            precision=_env_converted(environ, "IMGCLF_PRECISION", "auto", _choice(PRECISIONS)),
+            allow_cpu=cpu_allowed(environ),
             default_top_k=_env_int(environ, "IMGCLF_TOP_K", 5),
             max_concurrent_transforms=_env_int(environ, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", max(1, workers) * 4),
             batch_strategy=environ.get("SAGEMAKER_BATCH_STRATEGY", "SINGLE_RECORD").upper(),

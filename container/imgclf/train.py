@@ -25,13 +25,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from . import atomic, data, debugger, distributed, metrics, report, stopping, tensorboard
+from . import atomic, data, debugger, distributed, gpu, metrics, precision, report, stopping, tensorboard
 from .augment import augment_batch, pad_collate
 from .checkpoint import Checkpoints, open_run, run_settings
 from .config import ConfigError, Hyperparameters, TrainingEnv, parse_hyperparameters
 from .distributed import Group
 from .failure import describe_os_error, write_failure
-from .hardware import fast_dtype
 from .logs import setup_logging
 from .model import ModelSpec, create_model, save_artifacts
 from .monitor import RuleMonitor
@@ -47,15 +46,6 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def choose_precision(requested: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32."""
-    if requested == "auto":
-        return fast_dtype(device)
-    if requested == "fp16" and device.type != "cuda":
-        raise ConfigError("precision=fp16 needs a GPU; use auto, fp32 or bf16 on a CPU instance")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[requested]
 
 
 def build_optimizer(hp: Hyperparameters, model: nn.Module) -> torch.optim.Optimizer:
@@ -290,9 +280,9 @@ def build_network(hp: Hyperparameters, env: TrainingEnv, num_classes: int, devic
 
 def setup(hp: Hyperparameters, env: TrainingEnv) -> Job:
     group = Group(env.rank, env.world_size, env.local_rank, env.local_world_size)
-    device = torch.device("cuda", env.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    device = gpu.select_device(env.local_rank, env.allow_cpu)
     distributed.start(group, device)
-    amp_dtype = choose_precision(hp.precision, device)
+    amp_dtype = precision.autocast_dtype(hp.precision, device)
     if hp.compile and shutil.which("cc") is None and shutil.which("gcc") is None:
         raise ConfigError("compile=true needs a C compiler for torch.compile; build the image with WITH_COMPILER=true")
     generator = seed_everything(hp.seed)

@@ -35,7 +35,8 @@ def _load(config: ServingConfig, state: dict) -> None:
     start = time.perf_counter()
     try:
         predictor = Predictor(
-            config.model_dir, config.max_batch_size, config.max_batch_wait_ms, config.max_image_pixels, config.precision
+            config.model_dir, config.max_batch_size, config.max_batch_wait_ms, config.max_image_pixels, config.precision,
+            config.allow_cpu,
         )
         predictor.warm_up()
     except Exception as e:

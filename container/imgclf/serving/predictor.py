@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..hardware import fast_dtype
+from .. import gpu, precision
 from ..model import load_artifacts
 from ..preprocess import ImageError, decode_image, eval_preprocess, normalize
 
@@ -23,17 +23,6 @@ log = logging.getLogger(__name__)
 class _Job:
     images: list[torch.Tensor]  # uint8 CHW each
     future: Future
-
-
-def inference_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """auto: fp16 on GPUs (inference needs no bf16 range), bf16 on CPUs that have it, else fp32."""
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.float16
-        return fast_dtype(device) or torch.float32
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("IMGCLF_PRECISION=fp16 needs a GPU")
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 class BadImage(Exception):
@@ -119,10 +108,11 @@ class Batcher:
 class Predictor:
     """Model artifacts -> top-k predictions, on the GPU when there is one."""
 
-    def __init__(self, model_dir: Path, max_batch: int, max_wait_ms: int, max_image_pixels: int, precision: str):
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    def __init__(self, model_dir: Path, max_batch: int, max_wait_ms: int, max_image_pixels: int, precision_setting: str,
+                 allow_cpu: bool = False):
+        self.device = gpu.select_device(0, allow_cpu)  # each worker sees only its own GPU
         model, self.spec, self.classes = load_artifacts(model_dir)
-        self.dtype = inference_dtype(precision, self.device)
+        self.dtype = precision.for_device(precision_setting, "serve", self.device)
         self.model = model.to(self.device, dtype=self.dtype, memory_format=torch.channels_last).eval()
         self.max_batch = max_batch
         self.max_image_pixels = max_image_pixels

@@ -15,7 +15,7 @@ import torch
 from gunicorn.app.base import BaseApplication
 
 from ..config import ConfigError, ServingConfig
-from ..hardware import count_gpus
+from .. import gpu
 from ..logs import setup_logging
 from .app import create_app
 
@@ -78,7 +78,7 @@ class Server(BaseApplication):
 def main() -> int:
     setup_logging()  # workers inherit it through fork
     try:
-        config = ServingConfig.from_environ(gpus=count_gpus(), cpus=os.cpu_count() or 1)
+        config = ServingConfig.from_environ(gpus=gpu.usable_gpu_count(), cpus=os.cpu_count() or 1)
     except ConfigError as e:
         log.error("cannot start: %s", e)
         return 2
