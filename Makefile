@@ -14,7 +14,7 @@ GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # Optional: BASE_IMAGE, BUILDER_IMAGE, WITH_COMPILER, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST, CA_BUNDLE
 BUILD_ARGS := $(foreach v,BASE_IMAGE BUILDER_IMAGE WITH_COMPILER PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST,$(if $($(v)),--build-arg $(v)="$($(v))"))
 
-.PHONY: help venv sample-data demo train-demo test clean build push train-local serve-local predict image-local bench audit
+.PHONY: help venv nginx sample-data demo train-demo test clean build push train-local serve-local predict image-local bench audit
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -26,6 +26,11 @@ $(VENV)/.installed: requirements-dev.txt container/requirements.txt container/py
 	touch $@
 
 venv: $(VENV)/.installed  ## create .venv with the image's packages plus the test tools
+
+nginx:  ## install nginx (Debian package) if missing: `serve` runs it in front of gunicorn
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; \
+		else echo "serve needs nginx: run 'sudo apt-get install nginx'" >&2; exit 1; fi; }
 
 $(DATA)/.done: scripts/make_sample_data.py | $(VENV)/.installed
 	rm -rf $(DATA)
@@ -40,7 +45,7 @@ train-demo: venv sample-data
 	rm -rf build/demo  # a fresh job each time (the base keeps checkpoints otherwise)
 	$(PY) scripts/local_train.py --data $(DATA) --base build/demo --hyperparameters $(HPS)
 
-test: venv  ## run the test suite
+test: venv nginx  ## run the test suite
 	$(PY) -m pytest tests
 
 build:  ## build the image $(IMAGE):$(TAG) (also tagged with the git sha)
