@@ -82,9 +82,9 @@ def assert_requests_handled_unprivileged(container: str) -> None:
     """serve starts as root (as SageMaker runs it); nginx's worker and gunicorn's worker run as imgclf."""
     uid = subprocess.run(["docker", "exec", container, "id", "-u", "imgclf"], capture_output=True, text=True,
                          check=True).stdout.strip()
-    top = subprocess.run(["docker", "top", container, "-eo", "uid,args"], capture_output=True, text=True,
+    top = subprocess.run(["docker", "top", container, "-eo", "pid,uid,args"], capture_output=True, text=True,
                          check=True).stdout.splitlines()[1:]
-    rows = [line.split(None, 1) for line in top]
+    rows = [line.split(None, 2)[1:] for line in top]
     nginx_workers = [uid_ for uid_, args in rows if "nginx: worker" in args]
     serve = [uid_ for uid_, args in rows if "bin/serve" in args]  # serve itself, gunicorn's master, its workers
     assert nginx_workers and set(nginx_workers) == {uid}, top

@@ -109,7 +109,7 @@ class Server(BaseApplication):
             "child_exit": _child_exit,
             "user": self.user.pw_uid if self.user else None,
             "group": self.user.pw_gid if self.user else None,
-            "initgroups": True,  # drop root's supplementary groups too
+            "initgroups": True if self.user else None,  # drop root's supplementary groups too
         }
         for key, value in options.items():
             if value is not None:
