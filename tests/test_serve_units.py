@@ -3,7 +3,6 @@ files nginx answers /ping from, the nginx configuration, bounded decoding, and t
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import time
