@@ -290,3 +290,19 @@ def test_model_dir_that_disagrees_with_itself_fails_ping(tmp_path):
         assert classify(server).status_code == 500
     finally:
         assert server.stop() == 0
+
+
+def test_a_killed_worker_is_not_ready_until_its_replacement_is(attacked):
+    """As when the kernel's OOM killer takes a worker: /ping says 503 while gunicorn starts and warms
+    a new one, then 200 again by itself; nothing else restarts."""
+    (worker,) = workers(attacked)
+    worker.kill()
+    statuses, deadline = [], time.monotonic() + 60
+    while time.monotonic() < deadline:
+        statuses.append(requests.get(attacked.url + "/ping", timeout=2).status_code)
+        if 503 in statuses and statuses[-1] == 200:
+            break
+        time.sleep(0.05)
+    assert 503 in statuses and statuses[-1] == 200, statuses
+    assert workers(attacked)[0].pid != worker.pid
+    assert classify(attacked).status_code == 200
