@@ -15,7 +15,7 @@ GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # TORCH_INDEX_URL, TORCH_VERSION, TORCHVISION_VERSION (another torch CUDA flavour: README, build choices)
 BUILD_ARGS := $(foreach v,BASE_IMAGE BUILDER_IMAGE WITH_COMPILER PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST TORCH_INDEX_URL TORCH_VERSION TORCHVISION_VERSION,$(if $($(v)),--build-arg $(v)="$($(v))"))
 
-.PHONY: help venv sample-data demo train-demo tensorboard test clean build push train-local serve-local predict image-local bench audit
+.PHONY: help venv nginx sample-data demo train-demo tensorboard test clean build push train-local serve-local predict image-local bench audit
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -27,6 +27,11 @@ $(VENV)/.installed: requirements-dev.txt container/requirements.txt container/py
 	touch $@
 
 venv: $(VENV)/.installed  ## create .venv with the image's packages plus the test tools
+
+nginx:  ## install nginx (Debian package) if missing: `serve` runs it in front of gunicorn
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; \
+		else echo "serve needs nginx: run 'sudo apt-get install nginx'" >&2; exit 1; fi; }
 
 $(DATA)/.done: scripts/make_sample_data.py | $(VENV)/.installed
 	rm -rf $(DATA)
@@ -46,7 +51,7 @@ tensorboard:  ## serve make demo's TensorBoard event files (or LOGDIR=...) on 12
 	test -x build/tensorboard/bin/tensorboard || { $(PYTHON) -m venv build/tensorboard && build/tensorboard/bin/pip install -q tensorboard==2.21.0; }
 	build/tensorboard/bin/tensorboard --logdir $(or $(LOGDIR),build/demo/output/tensorboard) --host 127.0.0.1 --port 6006
 
-test: venv  ## run the test suite
+test: venv nginx  ## run the test suite
 	$(PY) -m pytest tests
 
 build:  ## build the image $(IMAGE):$(TAG) (also tagged with the git sha)

@@ -92,11 +92,25 @@ def test_serve_in_container(trained_in_docker, image, test_dir, sample_data):
         assert result.returncode == 0, result.stderr
         predictions = json.loads(result.stdout)["predictions"][0]
         assert predictions[0]["label"] == "three" and len(predictions) == 3
+        assert_requests_handled_unprivileged(name)
     finally:
         stopped = subprocess.run(["docker", "stop", "-t", "30", name], capture_output=True, text=True)
         output = server.communicate(timeout=60)[0]
     assert stopped.returncode == 0
     assert "Shutting down: Master" in output  # SIGTERM reached gunicorn and it exited cleanly
+
+
+def assert_requests_handled_unprivileged(container: str) -> None:
+    """serve starts as root (as SageMaker runs it); nginx's worker and gunicorn's worker run as imgclf."""
+    uid = subprocess.run(["docker", "exec", container, "id", "-u", "imgclf"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    top = subprocess.run(["docker", "top", container, "-eo", "pid,uid,args"], capture_output=True, text=True,
+                         check=True).stdout.splitlines()[1:]
+    rows = [line.split(None, 2)[1:] for line in top]
+    nginx_workers = [uid_ for uid_, args in rows if "nginx: worker" in args]
+    serve = [uid_ for uid_, args in rows if "bin/serve" in args]  # serve itself, gunicorn's master, its workers
+    assert nginx_workers and set(nginx_workers) == {uid}, top
+    assert serve.count("0") == 2 and serve.count(uid) == len(serve) - 2 >= 1, top
 
 
 def test_image_holds_no_build_secrets_and_has_both_commands(image):

@@ -177,7 +177,7 @@ def test_execution_parameters(server):
 def test_access_log_has_latency_but_no_payload(server, sample_data):
     post(server, b'{"instances": [{"b64": "c2VjcmV0LXBheWxvYWQ="}]}', "application/json")
     log = server.log()
-    assert '"POST /invocations" 400' in log and " ms" in log
+    assert '"POST /invocations HTTP/1.1" 400' in log and " bytes " in log  # nginx's access log
     assert "c2VjcmV0LXBheWxvYWQ" not in log and "secret-payload" not in log
 
 

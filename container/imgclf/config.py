@@ -356,6 +356,10 @@ class ServingConfig:
     default_top_k: int
     max_concurrent_transforms: int
     batch_strategy: str
+    max_connections: int
+    client_timeout: int
+    decode_slots: int
+    serve_user: str | None
 
     @classmethod
     def from_environ(cls, gpus: int, cpus: int, environ: Mapping[str, str] = os.environ) -> ServingConfig:
@@ -373,7 +377,7 @@ class ServingConfig:
             gpus=gpus,
             timeout=_env_int(environ, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60),
             # The runtime API caps real-time bodies at 6,291,456 bytes (6 MiB); batch transform may send more.
-            max_payload_bytes=max(payload_mb, 6) * 1024 * 1024,
+            max_payload_bytes=payload_mb * 1024 * 1024,
             max_image_pixels=_env_int(environ, "IMGCLF_MAX_IMAGE_PIXELS", 64_000_000),
             max_images_per_request=_env_int(environ, "IMGCLF_MAX_IMAGES_PER_REQUEST", 256),
             # CPUs run ResNets fastest per image at small batches (cache-sized activations).
@@ -384,4 +388,12 @@ class ServingConfig:
             default_top_k=_env_int(environ, "IMGCLF_TOP_K", 5),
             max_concurrent_transforms=_env_int(environ, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", max(1, workers) * 4),
             batch_strategy=environ.get("SAGEMAKER_BATCH_STRATEGY", "SINGLE_RECORD").upper(),
+            # nginx: connections held at once (idle ones cost a few kB), and how long a client may
+            # pause while sending a request or reading the answer.
+            max_connections=_env_int(environ, "IMGCLF_MAX_CONNECTIONS", 4096, minimum=16),
+            client_timeout=_env_int(environ, "IMGCLF_CLIENT_TIMEOUT", 20),
+            # images decoding at once per worker: decoding memory is this x the per-image maximum
+            decode_slots=_env_int(environ, "IMGCLF_DECODE_SLOTS", max(1, cpus // workers)),
+            # when serve starts as root, request handling (nginx's and gunicorn's workers) runs as this user
+            serve_user=environ.get("IMGCLF_SERVE_USER", "").strip() or None,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,18 @@ CROP_RATIO = 0.875  # 224-pixel crop from a 256-pixel resize, as torchvision's r
 
 # Pillow raises DecompressionBombError beyond twice its own limit; we check ours first.
 Image.MAX_IMAGE_PIXELS = None
+# A TIFF tile is decoded whole: a tiny image may declare one huge tile (a bomb the pixel count misses).
+MAX_TIFF_TILE_PIXELS = 1024 * 1024
+TIFF_TILE_WIDTH, TIFF_TILE_LENGTH = 322, 323
+EXIF_ORIENTATION = 0x0112
+# Image.reduce works on these; "1", "P", "PA" and "I;16*" are converted first (see _reducible).
+REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F"})
+# ImageOps.exif_transpose's table: EXIF orientation -> the transpose that makes the image upright.
+ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class ImageError(ValueError):
@@ -47,9 +60,12 @@ class ImageSpec:
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        array = np.asarray(image, dtype=np.float32)
-        if image.mode != "F":
-            array = array / 257.0 if array.max(initial=0) > 255 else array
+        array = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        peak = array.max(initial=0)
+        if image.mode == "F" and peak <= 1.0:
+            array = array * 255.0  # float images hold 0..1
+        elif peak > 255:
+            array = array / 257.0  # 16-bit
         image = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), "L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
@@ -58,12 +74,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(source: bytes | Path, min_side: int, max_pixels: int) -> Image.Image:
-    """Decode JPEG/PNG/... bytes or a file into an upright RGB image.
+def open_image(source: bytes | Path, max_pixels: int) -> Image.Image:
+    """Open an image and check its header only: no pixel is decoded yet.
 
-    ``min_side`` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while keeping
-    both sides at least that long; ``max_pixels`` refuses decompression bombs
-    before any pixel is decoded.
+    Refuses what would cost more memory than its pixel count says: more than ``max_pixels``,
+    or a TIFF tile larger than the image (and than MAX_TIFF_TILE_PIXELS), decoded whole.
     """
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
@@ -74,6 +89,21 @@ def decode_image(source: bytes | Path, min_side: int, max_pixels: int) -> Image.
         raise ImageError(f"image has no pixels ({width}x{height})")
     if width * height > max_pixels:
         raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+    if image.format == "TIFF":
+        tile_w, tile_h = image.tag_v2.get(TIFF_TILE_WIDTH, 0), image.tag_v2.get(TIFF_TILE_LENGTH, 0)
+        if tile_w * tile_h > max(width * height, MAX_TIFF_TILE_PIXELS):
+            raise ImageTooLarge(f"TIFF tile of {tile_w}x{tile_h} pixels in a {width}x{height} image")
+    return image
+
+
+def decode_image(source: bytes | Path, min_side: int, max_pixels: int) -> Image.Image:
+    """Decode JPEG/PNG/... bytes or a file into an upright RGB image.
+
+    ``min_side`` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while keeping
+    both sides at least that long; ``max_pixels`` refuses decompression bombs
+    before any pixel is decoded.
+    """
+    image = open_image(source, max_pixels)
     try:
         image.draft("RGB", (min_side, min_side))
         image = ImageOps.exif_transpose(image)
@@ -83,19 +113,79 @@ def decode_image(source: bytes | Path, min_side: int, max_pixels: int) -> Image.
         raise ImageError(f"image data is corrupt or truncated ({type(e).__name__}: {e})") from None
 
 
+def decode_for_eval(source: bytes, spec: ImageSpec, max_pixels: int) -> torch.Tensor:
+    """Image bytes -> the evaluation crop (uint8 CHW), as ``eval_preprocess(decode_image(...))``
+    computes it, but touching only the pixels that crop uses.
+
+    After the decode itself, every step allocates only the centre square, reduced by an integer
+    factor while it stays at least twice the crop: a 300,000x1 strip costs a few pixels, not a
+    resize to 256 px on its short side. Peak memory is the decoded image plus that square.
+    """
+    image = open_image(source, max_pixels)
+    try:
+        image.draft("RGB", (spec.resize_size, spec.resize_size))
+        image.load()
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+        image, side = _center_square(image, spec)
+        image = _to_rgb(image)
+        if orientation in ORIENTATION_TRANSPOSE:  # the centre square is the same under every orientation
+            image = image.transpose(ORIENTATION_TRANSPOSE[orientation])
+    except Exception as e:
+        raise ImageError(f"image data is corrupt or truncated ({type(e).__name__}: {e})") from None
+    return eval_preprocess(image, spec, side)
+
+
+def _reducible(image: Image.Image) -> Image.Image:
+    if image.mode in REDUCIBLE_MODES:
+        return image
+    if image.mode == "1":
+        return image.convert("L")
+    if image.mode.startswith("I;16"):
+        return image.convert("I")
+    if image.mode == "PA" or (image.mode == "P" and "transparency" in image.info):
+        return image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def _center_square(image: Image.Image, spec: ImageSpec) -> tuple[Image.Image, float]:
+    """The region of ``image`` the centre crop covers (whole rows and columns, symmetric), reduced
+    while it stays at least twice the crop; returns it with the crop's side in its pixels."""
+    width, height = image.size
+    side = _crop_side(width, height, spec)
+    left, top = math.floor((width - side) / 2), math.floor((height - side) / 2)
+    box = (left, top, width - left, height - top)
+    factor = max(1, int(side // (2 * spec.image_size)))
+    if factor > 1 and image.mode in REDUCIBLE_MODES:
+        return image.reduce(factor, box), side / factor  # allocates only the reduced square
+    if box != (0, 0, width, height):
+        image = image.crop(box)
+    image = _reducible(image)
+    return (image.reduce(factor), side / factor) if factor > 1 else (image, side)
+
+
+def _crop_side(width: int, height: int, spec: ImageSpec) -> float:
+    """The side, in source pixels, of the square that resizing to resize_size and cropping keeps."""
+    return min(width, height) * spec.image_size / spec.resize_size
+
+
 def resize_shorter_side(image: Image.Image, size: int) -> torch.Tensor:
     """Resize so the shorter side is ``size``; returns uint8 CHW."""
     return F.pil_to_tensor(F.resize(image, size, antialias=True))
 
 
-def eval_preprocess(image: Image.Image, spec: ImageSpec) -> torch.Tensor:
-    """The evaluation/serving transform: resize, center crop; uint8 CHW.
+def eval_preprocess(image: Image.Image, spec: ImageSpec, side: float | None = None) -> torch.Tensor:
+    """The evaluation/serving transform: resize the shorter side to resize_size, center crop
+    image_size; uint8 CHW. Done as one resize of the centre square (of ``side`` pixels, by
+    default the one that transform keeps) straight to the crop, so only the crop is allocated.
 
     The pixel work happens in Pillow and the result is a view of its buffer, so no torch
     kernel (and no OpenMP thread team) runs in the calling thread.
     """
-    resized = F.resize(image, spec.resize_size, antialias=True)
-    return F.pil_to_tensor(F.center_crop(resized, spec.image_size))
+    width, height = image.size
+    side = side or _crop_side(width, height, spec)
+    left, top = (width - side) / 2, (height - side) / 2
+    crop = image.resize((spec.image_size,) * 2, Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
+    return F.pil_to_tensor(crop)
 
 
 def normalize(

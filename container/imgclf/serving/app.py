@@ -1,26 +1,33 @@
-"""The Flask application: /ping, /invocations and /execution-parameters.
+"""The Flask application: /invocations and /execution-parameters (nginx answers /ping).
 
-The model loads and warms up in a background thread when the app is created, so
-/ping answers at once: 503 while loading, 200 once a warmed model can answer,
-500 if loading failed.
+The worker loads the model files before it serves (see ``server``); the model then moves to its
+device and warms up in a background thread, reporting to ``health``: loading, ready, or failed
+with the reason. Every request carries a deadline (SAGEMAKER_MODEL_SERVER_TIMEOUT from when nginx
+handed it over) and a check for a client that left; work past either is dropped, not run.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Callable
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from ..config import ServingConfig
+from ..model import load_artifacts
 from ..preprocess import ImageTooLarge
 from . import codecs
-from .predictor import BadImage, Predictor
+from .health import BROKEN, LOADING, WARMED, Health
+from .predictor import Abandoned, BadImage, Predictor, Ticket
 
 log = logging.getLogger(__name__)
+
+START_HEADER = "X-Imgclf-Start"  # set by nginx: when it handed the request over (epoch seconds)
 
 
 def _json(status: int, body: bytes) -> Response:
@@ -31,19 +38,30 @@ def _error(status: int, message: str) -> Response:
     return _json(status, codecs.encode_error(status, message))
 
 
-def _load(config: ServingConfig, state: dict) -> None:
+def load_model(config: ServingConfig) -> tuple | str:
+    """The model files as loaded artifacts, or the reason they could not be loaded."""
+    try:
+        return load_artifacts(config.model_dir)
+    except Exception as e:
+        log.exception("could not load the model from %s", config.model_dir)
+        return f"model failed to load from {config.model_dir}: {type(e).__name__}: {e}"
+
+
+def _warm(config: ServingConfig, artifacts: tuple, state: dict, health: Health | None) -> None:
     start = time.perf_counter()
     try:
-        predictor = Predictor(
-            config.model_dir, config.max_batch_size, config.max_batch_wait_ms, config.max_image_pixels, config.precision,
-            config.allow_cpu,
-        )
+        predictor = Predictor(artifacts, config.max_batch_size, config.max_batch_wait_ms, config.max_image_pixels,
+                              config.precision, config.decode_slots, config.allow_cpu)
         predictor.warm_up()
     except Exception as e:
         log.exception("could not load the model from %s", config.model_dir)
         state["error"] = f"model failed to load from {config.model_dir}: {type(e).__name__}: {e}"
+        if health:
+            health.report(os.getpid(), BROKEN, state["error"])
         return
     state["predictor"] = predictor
+    if health:
+        health.report(os.getpid(), WARMED)
     log.info(
         "model %s (%d classes, %d px) ready on %s in %s in %.1f s",
         predictor.spec.arch, predictor.spec.num_classes, predictor.spec.image_size, predictor.device, predictor.dtype,
@@ -51,19 +69,35 @@ def _load(config: ServingConfig, state: dict) -> None:
     )
 
 
-def create_app(config: ServingConfig) -> Flask:
+def _client_gone(sock: socket.socket | None) -> Callable[[], bool]:
+    """Whether the peer (nginx, which closes when its client leaves) has closed the connection."""
+    def gone() -> bool:
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+    return gone if sock is not None else (lambda: False)
+
+
+def _ticket(timeout: int) -> Ticket:
+    try:
+        waited = max(0.0, time.time() - float(request.headers.get(START_HEADER, "")))
+    except ValueError:
+        waited = 0.0
+    return Ticket(time.monotonic() + timeout - waited, _client_gone(request.environ.get("gunicorn.socket")))
+
+
+def create_app(config: ServingConfig, loaded: tuple | str, health: Health | None = None) -> Flask:
+    """``loaded``: load_model's answer; ``health``: where to report this worker's state."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_payload_bytes
-    state: dict = {"predictor": None, "error": None}
-    threading.Thread(target=_load, args=(config, state), name="model-loader", daemon=True).start()
-
-    @app.get("/ping")
-    def ping() -> Response:
-        if state["predictor"] is not None:
-            return Response(status=200)
-        if state["error"]:
-            return _error(500, state["error"])
-        return _error(503, "model is loading")
+    state: dict = {"predictor": None, "error": loaded if isinstance(loaded, str) else None}
+    if health:
+        health.report(os.getpid(), BROKEN if state["error"] else LOADING, state["error"])
+    if not state["error"]:
+        threading.Thread(target=_warm, args=(config, loaded, state, health), name="model-loader", daemon=True).start()
 
     @app.get("/execution-parameters")
     def execution_parameters() -> Response:
@@ -78,24 +112,38 @@ def create_app(config: ServingConfig) -> Flask:
         predictor: Predictor | None = state["predictor"]
         if predictor is None:
             return _error(500, state["error"]) if state["error"] else _error(503, "model is still loading; retry shortly")
-        if not codecs.accepts_json(request.headers.get("Accept")):
-            return _error(406, f"Accept {request.headers.get('Accept')!r} is not supported; use {codecs.JSON}")
-        body = request.get_data(cache=False)
-        if not body:
-            raise codecs.RequestError(400, "request body is empty: send an image or JSON")
-        parsed = codecs.decode_request(body, request.content_type, config.max_images_per_request)
-        top_k = parsed.top_k or codecs.top_k_from(
-            request.args, request.headers.get("X-Amzn-SageMaker-Custom-Attributes")
-        ) or config.default_top_k
-        try:
-            predictions = predictor.classify(parsed.images, top_k, timeout=config.timeout)
-        except BadImage as e:
-            where = f"instances[{e.index}]: " if request.mimetype == codecs.JSON else ""
-            raise codecs.RequestError(413 if isinstance(e.error, ImageTooLarge) else 400, where + str(e)) from None
-        except FutureTimeout:
-            return _error(503, f"inference took longer than {config.timeout} s; retry or send fewer images")
-        return _json(200, codecs.encode_predictions(predictions))
+        return _invoke(predictor, config)
 
+    _register_error_handlers(app, config)
+    return app
+
+
+def _invoke(predictor: Predictor, config: ServingConfig) -> Response:
+    if not codecs.accepts_json(request.headers.get("Accept")):
+        return _error(406, f"Accept {request.headers.get('Accept')!r} is not supported; use {codecs.JSON}")
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        return _error(415, f"Content-Encoding {encoding!r} is not supported; send the body uncompressed")
+    ticket = _ticket(config.timeout)
+    body = request.get_data(cache=False)
+    if not body:
+        raise codecs.RequestError(400, "request body is empty: send an image or JSON")
+    parsed = codecs.decode_request(body, request.content_type, config.max_images_per_request)
+    top_k = parsed.top_k or codecs.top_k_from(
+        request.args, request.headers.get("X-Amzn-SageMaker-Custom-Attributes")
+    ) or config.default_top_k
+    try:
+        predictions = predictor.classify(parsed.images, top_k, ticket)
+    except BadImage as e:
+        where = f"instances[{e.index}]: " if request.mimetype == codecs.JSON else ""
+        raise codecs.RequestError(413 if isinstance(e.error, ImageTooLarge) else 400, where + str(e)) from None
+    except Abandoned as e:
+        log.warning("request dropped: %s", e)
+        return _error(503, f"{e} (the limit is {config.timeout} s); retry or send fewer images")
+    return _json(200, codecs.encode_predictions(predictions))
+
+
+def _register_error_handlers(app: Flask, config: ServingConfig) -> None:
     @app.errorhandler(codecs.RequestError)
     def request_error(e: codecs.RequestError) -> Response:
         return _error(e.status, e.message)
@@ -110,5 +158,3 @@ def create_app(config: ServingConfig) -> Flask:
     def unexpected(e: Exception) -> Response:
         log.exception("unexpected error in %s %s", request.method, request.path)
         return _error(500, f"internal error: {type(e).__name__}")
-
-    return app

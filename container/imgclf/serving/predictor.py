@@ -3,26 +3,52 @@
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
-from pathlib import Path
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from .. import gpu, precision
-from ..model import load_artifacts
-from ..preprocess import ImageError, decode_image, eval_preprocess, normalize
+from ..data import ClassInfo
+from ..model import ModelSpec
+from ..preprocess import ImageError, decode_for_eval, normalize
 
 log = logging.getLogger(__name__)
+
+
+class Abandoned(Exception):
+    """The request's deadline passed, or its client left: its work is dropped."""
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """One request's deadline (time.monotonic()) and a way to tell whether its client is still there."""
+
+    deadline: float = math.inf
+    client_gone: Callable[[], bool] = field(default=lambda: False)
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def check(self) -> None:
+        if self.remaining() <= 0:
+            raise Abandoned("the request's deadline passed before its work was done")
+        if self.client_gone():
+            raise Abandoned("the client closed the connection")
 
 
 @dataclass
 class _Job:
     images: list[torch.Tensor]  # uint8 CHW each
-    future: Future
+    ticket: Ticket
+    future: Future = field(default_factory=Future)
 
 
 class BadImage(Exception):
@@ -38,10 +64,11 @@ class Batcher:
     Requests queue up; the thread takes the first, then, while more requests are known to
     be on their way (``expect`` was called for them), whatever arrives within ``max_wait_ms``,
     up to ``max_batch`` images. A lone request never waits. Each request gets back exactly
-    its own rows, in order. All torch work happens on this one thread.
+    its own rows, in order. All torch work happens on this one thread. A request whose
+    deadline passed or whose client left is answered with Abandoned, never run.
     """
 
-    def __init__(self, infer, max_batch: int, max_wait_ms: int):
+    def __init__(self, infer: Callable[[torch.Tensor], torch.Tensor], max_batch: int, max_wait_ms: int):
         self._infer = infer
         self._max_batch = max_batch
         self._max_wait = max_wait_ms / 1000
@@ -61,8 +88,8 @@ class Batcher:
         with self._lock:
             self._expected -= 1
 
-    def submit(self, images: list[torch.Tensor], expected: bool = True) -> Future:
-        job = _Job(images, Future())
+    def submit(self, images: list[torch.Tensor], ticket: Ticket = Ticket(), expected: bool = True) -> Future:
+        job = _Job(images, ticket)
         if expected:
             with self._lock:
                 self._expected -= 1
@@ -90,9 +117,23 @@ class Batcher:
             size += len(job.images)
         return jobs
 
+    @staticmethod
+    def _still_wanted(job: _Job) -> bool:
+        """Claims the job for running; drops it (answering Abandoned) when nobody waits for it."""
+        if not job.future.set_running_or_notify_cancel():
+            return False
+        try:
+            job.ticket.check()
+        except Abandoned as e:
+            job.future.set_exception(e)
+            return False
+        return True
+
     def _loop(self) -> None:
         while True:
-            jobs = self._next_batch()
+            jobs = [job for job in self._next_batch() if self._still_wanted(job)]
+            if not jobs:
+                continue
             try:
                 outputs = self._infer(torch.stack([image for job in jobs for image in job.images]))
             except Exception as e:  # hand the error to every waiting request
@@ -105,17 +146,33 @@ class Batcher:
                 start += len(job.images)
 
 
-class Predictor:
-    """Model artifacts -> top-k predictions, on the GPU when there is one."""
+def check_artifacts(spec: ModelSpec, classes: list[ClassInfo], output_width: int) -> None:
+    """model.json, classes.json and the network must agree, or every answer would be wrong or a 500."""
+    if [c.index for c in classes] != list(range(len(classes))):
+        raise ValueError("classes.json must list indices 0, 1, 2, ... in order")
+    if not len(classes) == spec.num_classes == output_width:
+        raise ValueError(
+            f"the model disagrees with itself: classes.json lists {len(classes)} classes, model.json says "
+            f"{spec.num_classes}, the network outputs {output_width}"
+        )
 
-    def __init__(self, model_dir: Path, max_batch: int, max_wait_ms: int, max_image_pixels: int, precision_setting: str,
-                 allow_cpu: bool = False):
+
+class Predictor:
+    """Model artifacts -> top-k predictions, on the GPU when there is one.
+
+    ``decode_slots`` bounds how many images decode at once in this process, so decoding memory
+    is at most decode_slots x the per-image maximum, however many requests arrive.
+    """
+
+    def __init__(self, artifacts: tuple[nn.Module, ModelSpec, list[ClassInfo]], max_batch: int, max_wait_ms: int,
+                 max_image_pixels: int, precision_setting: str, decode_slots: int, allow_cpu: bool = False):
+        model, self.spec, self.classes = artifacts
         self.device = gpu.select_device(0, allow_cpu)  # each worker sees only its own GPU
-        model, self.spec, self.classes = load_artifacts(model_dir)
         self.dtype = precision.for_device(precision_setting, "serve", self.device)
         self.model = model.to(self.device, dtype=self.dtype, memory_format=torch.channels_last).eval()
         self.max_batch = max_batch
         self.max_image_pixels = max_image_pixels
+        self._decode_slots = threading.BoundedSemaphore(decode_slots)
         self._batcher = Batcher(self._infer, max_batch, max_wait_ms)
 
     @torch.inference_mode()
@@ -127,30 +184,47 @@ class Predictor:
         return torch.cat(outputs)
 
     def warm_up(self) -> None:
-        """Run the model once at batch size 1 and at the largest batch, through the batcher."""
+        """Run the model once at batch size 1 and at the largest batch, through the batcher, and
+        check that its output width matches the labels."""
         side = self.spec.image_size
         for n in sorted({1, self.max_batch}):
-            self._batcher.submit([torch.zeros(3, side, side, dtype=torch.uint8)] * n, expected=False).result()
+            output = self._batcher.submit([torch.zeros(3, side, side, dtype=torch.uint8)] * n, expected=False).result()
+        check_artifacts(self.spec, self.classes, output.shape[1])
 
-    def preprocess(self, payload: bytes) -> torch.Tensor:
-        """Image bytes -> uint8 CHW, the same evaluation transform training used."""
-        image = decode_image(payload, self.spec.image.resize_size, self.max_image_pixels)
-        return eval_preprocess(image, self.spec.image)
+    def preprocess(self, payload: bytes, ticket: Ticket) -> torch.Tensor:
+        """Image bytes -> uint8 CHW, the same evaluation transform training used, in a decode slot."""
+        if not self._decode_slots.acquire(timeout=max(0.0, min(ticket.remaining(), threading.TIMEOUT_MAX))):
+            raise Abandoned("the request's deadline passed while it waited to decode")
+        try:
+            ticket.check()
+            return decode_for_eval(payload, self.spec.image, self.max_image_pixels)
+        finally:
+            self._decode_slots.release()
 
-    def classify(self, payloads: list[bytes], top_k: int, timeout: float) -> list[list[dict]]:
-        """Raw image bytes -> ranked labels per image; BadImage names the first unusable one."""
+    def _decode_all(self, payloads: list[bytes], ticket: Ticket) -> list[torch.Tensor]:
+        images = []
+        for i, payload in enumerate(payloads):
+            try:
+                images.append(self.preprocess(payload, ticket))
+            except ImageError as e:
+                raise BadImage(i, e) from None
+        return images
+
+    def classify(self, payloads: list[bytes], top_k: int, ticket: Ticket) -> list[list[dict]]:
+        """Raw image bytes -> ranked labels per image; BadImage names the first unusable one,
+        Abandoned says the deadline passed or the client left (the work is dropped)."""
         self._batcher.expect()  # while this request decodes, the batcher may wait for it
         try:
-            images = []
-            for i, payload in enumerate(payloads):
-                try:
-                    images.append(self.preprocess(payload))
-                except ImageError as e:
-                    raise BadImage(i, e) from None
+            images = self._decode_all(payloads, ticket)
         except BaseException:
             self._batcher.cancel()
             raise
-        probabilities = self._batcher.submit(images).result(timeout=timeout)
+        future = self._batcher.submit(images, ticket)
+        try:
+            probabilities = future.result(timeout=max(0.0, min(ticket.remaining(), threading.TIMEOUT_MAX)))
+        except FutureTimeout:
+            future.cancel()  # still queued: the batcher skips it
+            raise Abandoned("the request's deadline passed while it waited for the model") from None
         values, indices = probabilities.topk(min(top_k, len(self.classes)), dim=1)
         return [
             [

@@ -1,15 +1,26 @@
-"""The ``serve`` command: gunicorn running the Flask app, as SageMaker hosting expects.
+"""The ``serve`` command: nginx in front of gunicorn (Flask app) over a unix socket.
 
-No nginx in front: gunicorn's threaded workers take the connections themselves, so there
-is one timeout to keep in step, not two. Each worker loads one model copy; with GPUs,
-each worker owns one GPU.
+``serve`` starts both and watches them: SIGTERM stops both gracefully (exit 0); if either exits
+on its own, the other is stopped and ``serve`` exits 1, so SageMaker sees a dead container, not a
+half-working one. Started as root with IMGCLF_SERVE_USER set (the image sets its user imgclf),
+everything that touches a request runs as that user: nginx's worker and gunicorn's workers (which read the model
+files first, then drop root). Each gunicorn worker loads one model copy; with GPUs, each owns one GPU.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import grp
 import logging
 import os
+import pwd
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import torch
 from gunicorn.app.base import BaseApplication
@@ -17,12 +28,11 @@ from gunicorn.app.base import BaseApplication
 from ..config import ConfigError, ServingConfig
 from .. import gpu
 from ..logs import setup_logging
-from .app import create_app
+from .app import create_app, load_model
+from .health import Health
+from .proxy import SHUTDOWN_GRACE_SECONDS, find_nginx, nginx_command, nginx_config
 
 log = logging.getLogger("imgclf.serve")
-
-ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(B)s bytes %(M)s ms'
-SHUTDOWN_GRACE_SECONDS = 25  # SageMaker sends SIGKILL 30 s after SIGTERM
 
 
 def _pre_fork(server, worker) -> None:
@@ -33,62 +43,173 @@ def _pre_fork(server, worker) -> None:
         worker.gpu = min(set(range(gpus)) - taken, default=worker.age % gpus)
 
 
+# glibc's mallopt: with a fixed mmap threshold, every buffer of 1 MiB or more (Pillow allocates images
+# in 16 MiB blocks) is its own mapping, returned to the system when freed. glibc's default raises
+# the threshold as large blocks are freed, after which decoded images land in per-thread arenas that
+# keep their peak (issue 13: 5.1 GB still held 10 s after six bomb images).
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 1024 * 1024
+
+
+def _return_freed_memory() -> None:
+    libc = ctypes.util.find_library("c")
+    if libc and not ctypes.CDLL(libc).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES):
+        log.warning("mallopt(M_MMAP_THRESHOLD) failed: freed image memory may stay with the worker")
+
+
 def _post_fork(server, worker) -> None:
-    """In the worker, before the app (and CUDA) loads: pin its GPU and its CPU threads."""
-    config: ServingConfig = server.app.config
+    """In the worker, before the app (and CUDA) loads: pin its GPU and CPU threads, read the model
+    files (still as the user serve started as), then drop to the serve user."""
+    app: Server = server.app
+    config = app.config
     if config.gpus:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
         ids = visible.split(",") if visible else [str(i) for i in range(config.gpus)]
         os.environ["CUDA_VISIBLE_DEVICES"] = ids[worker.gpu % len(ids)]
     torch.set_num_threads(config.torch_threads)
+    _return_freed_memory()
+    app.loaded = load_model(config)  # gunicorn switches to the serve user right after this hook
     log.info("worker %d: %s, %d torch threads", os.getpid(),
              f"GPU {os.environ['CUDA_VISIBLE_DEVICES']}" if config.gpus else "CPU", config.torch_threads)
 
 
+def _child_exit(server, worker) -> None:
+    """In the master: a dead worker no longer counts as ready."""
+    server.app.health.forget(worker.pid)
+
+
 class Server(BaseApplication):
-    def __init__(self, config: ServingConfig):
-        self.config = config
+    """gunicorn behind nginx: complete requests only, so its limits on request lines and headers
+    are lifted (nginx enforces its own and answers them in JSON)."""
+
+    def __init__(self, config: ServingConfig, run_dir: Path, health: Health, user: pwd.struct_passwd | None):
+        self.config, self.run_dir, self.health, self.user = config, run_dir, health, user
+        self.loaded: tuple | str = "model not loaded"
         super().__init__()
 
     def load_config(self) -> None:
         c = self.config
         options = {
-            "bind": f"{c.host}:{c.port}",
+            "bind": f"unix:{self.run_dir / 'app.sock'}",
+            "umask": 0o000,  # nginx's worker, another user, connects to the socket
             "workers": c.workers,
             "worker_class": "gthread",
             "threads": c.threads_per_worker,
+            "worker_connections": c.max_connections,  # never the limit: nginx holds at most this many
+            "backlog": 2048,
             "timeout": c.timeout,
             "graceful_timeout": SHUTDOWN_GRACE_SECONDS,
-            "keepalive": 75,
+            "limit_request_line": 0,
+            "limit_request_fields": 32768,
+            "limit_request_field_size": 0,
             "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,
-            "accesslog": "-",
-            "access_log_format": ACCESS_LOG_FORMAT,
             "errorlog": "-",
             "pre_fork": _pre_fork,
             "post_fork": _post_fork,
+            "child_exit": _child_exit,
+            "user": self.user.pw_uid if self.user else None,
+            "group": self.user.pw_gid if self.user else None,
+            "initgroups": True if self.user else None,  # drop root's supplementary groups too
         }
         for key, value in options.items():
             if value is not None:
                 self.cfg.set(key, value)
 
     def load(self):
-        return create_app(self.config)
+        return create_app(self.config, self.loaded, self.health)
+
+
+def _serve_user(config: ServingConfig) -> pwd.struct_passwd | None:
+    """Who handles requests when serve starts as root: IMGCLF_SERVE_USER, or root itself when it is
+    unset (outside the image); None when serve starts as another user (nobody to switch to)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(config.serve_user) if config.serve_user else pwd.getpwuid(0)
+    except KeyError:
+        raise ConfigError(f"IMGCLF_SERVE_USER={config.serve_user!r} is not a user on this system") from None
+
+
+def _make_run_dir(user: pwd.struct_passwd | None) -> tuple[Path, Path]:
+    run_dir = Path(tempfile.mkdtemp(prefix="imgclf-serve-"))
+    health_dir = run_dir / "health"
+    health_dir.mkdir()
+    if user:
+        run_dir.chmod(0o755)
+        os.chown(health_dir, user.pw_uid, user.pw_gid)
+    return run_dir, health_dir
+
+
+def _start_gunicorn(config: ServingConfig, run_dir: Path, health: Health, user: pwd.struct_passwd | None) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            Server(config, run_dir, health, user).run()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _supervise(children: dict[int, str]) -> int:
+    """Wait for both; on SIGTERM stop both gracefully; if one dies on its own, stop the other, exit 1."""
+    stopping, code = False, 0
+
+    def stop(signum: int, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid, name in list(children.items()):
+            try:
+                os.kill(pid, signal.SIGQUIT if name == "nginx" else signal.SIGTERM)  # each one's graceful stop
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while children:
+        pid, status = os.wait()
+        name = children.pop(pid, None)
+        if name is None:
+            continue
+        exit_code = os.waitstatus_to_exitcode(status)
+        if not stopping:
+            log.error("%s exited with %d on its own: stopping serve", name, exit_code)
+            code = 1
+            stop(signal.SIGTERM, None)
+    return code
 
 
 def main() -> int:
     setup_logging()  # workers inherit it through fork
+    nginx = find_nginx()
     try:
         config = ServingConfig.from_environ(gpus=gpu.usable_gpu_count(), cpus=os.cpu_count() or 1)
+        user = _serve_user(config)
     except ConfigError as e:
         log.error("cannot start: %s", e)
         return 2
+    if nginx is None:
+        log.error("cannot start: nginx is not installed (Debian/Ubuntu: apt-get install nginx)")
+        return 2
+    run_dir, health_dir = _make_run_dir(user)
+    health = Health(health_dir, config.workers)
+    nginx_user = f"{user.pw_name} {grp.getgrgid(user.pw_gid).gr_name}" if user else None
+    (run_dir / "nginx.conf").write_text(nginx_config(config, run_dir, health_dir, nginx_user))
     log.info(
-        "serving %s on %s:%d with %d worker(s) x %d threads, %d GPU(s), timeout %d s, max body %d bytes",
-        config.model_dir, config.host, config.port, config.workers, config.threads_per_worker, config.gpus,
-        config.timeout, config.max_payload_bytes,
+        "serving %s on %s:%d with nginx -> %d worker(s) x %d threads, %d GPU(s), timeout %d s, max body %d bytes, "
+        "request handling as %s", config.model_dir, config.host, config.port, config.workers,
+        config.threads_per_worker, config.gpus, config.timeout, config.max_payload_bytes,
+        user.pw_name if user else f"uid {os.getuid()}",
     )
-    Server(config).run()
-    return 0
+    try:
+        children = {_start_gunicorn(config, run_dir, health, user): "gunicorn"}
+        children[subprocess.Popen(nginx_command(nginx, run_dir)).pid] = "nginx"
+        return _supervise(children)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,75 @@
+"""Whether every worker holds a warmed model, kept as files that nginx answers /ping from.
+
+Each worker writes its own state file; after every change, one process at a time (under a lock)
+sums them up into ``ready`` (every expected worker is alive and warmed) or ``failed.json`` (the
+error body of the first worker that could not load). nginx serves /ping from these two files,
+so /ping never waits behind image work and never says 200 while a worker still loads.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+
+from .codecs import encode_error
+
+READY, FAILED = "ready", "failed.json"
+LOADING, WARMED, BROKEN = "loading", "ready", "failed"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class Health:
+    def __init__(self, directory: Path, workers: int):
+        self.directory = directory
+        self.workers = workers
+
+    def report(self, pid: int, state: str, error: str | None = None) -> None:
+        """A worker's own state: loading, ready or failed (with the reason)."""
+        _write_atomic(self.directory / f"worker-{pid}.json", json.dumps({"state": state, "error": error}).encode())
+        self._publish()
+
+    def forget(self, pid: int) -> None:
+        """A worker exited (the gunicorn master calls this): it no longer counts as ready."""
+        (self.directory / f"worker-{pid}.json").unlink(missing_ok=True)
+        self._publish()
+
+    def _states(self) -> list[dict]:
+        states = []
+        for path in sorted(self.directory.glob("worker-*.json")):
+            if _alive(int(path.stem.removeprefix("worker-"))):
+                states.append(json.loads(path.read_text()))
+        return states
+
+    def _publish(self) -> None:
+        lock = os.open(self.directory / ".lock", os.O_RDONLY | os.O_CREAT, 0o644)  # read-only: any uid may lock
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            states = self._states()
+            errors = [s["error"] for s in states if s["state"] == BROKEN]
+            if errors:
+                _write_atomic(self.directory / FAILED, encode_error(500, errors[0]))
+            else:
+                (self.directory / FAILED).unlink(missing_ok=True)
+            if not errors and sum(s["state"] == WARMED for s in states) >= self.workers:
+                _write_atomic(self.directory / READY, b"")
+            else:
+                (self.directory / READY).unlink(missing_ok=True)
+        finally:
+            os.close(lock)

@@ -1,0 +1,159 @@
+"""serve's parts in process: the batcher's dropping of abandoned work, artifact checks, the health
+files nginx answers /ping from, the nginx configuration, bounded decoding, and the Flask app."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bombs import bombs, encoded
+from imgclf.config import ServingConfig
+from imgclf.data import ClassInfo
+from imgclf.model import ModelSpec, build_model
+from imgclf.preprocess import ImageSpec, ImageTooLarge, decode_for_eval, decode_image, eval_preprocess
+from imgclf.serving.app import create_app
+from imgclf.serving.health import FAILED, READY, Health
+from imgclf.serving.predictor import Abandoned, Batcher, Ticket, check_artifacts
+from imgclf.serving.proxy import find_nginx, nginx_command, nginx_config
+
+
+def recording_batcher() -> tuple[Batcher, list[int]]:
+    seen: list[int] = []
+
+    def infer(batch: torch.Tensor) -> torch.Tensor:
+        seen.append(batch.shape[0])
+        return batch.float().flatten(1)[:, :2]
+
+    return Batcher(infer, max_batch=8, max_wait_ms=5), seen
+
+
+def image(value: int) -> torch.Tensor:
+    return torch.full((3, 2, 2), value, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize(("ticket", "reason"), [
+    (Ticket(deadline=time.monotonic() - 1), "deadline passed"),
+    (Ticket(client_gone=lambda: True), "client closed"),
+])
+def test_batcher_drops_abandoned_work_before_the_model(ticket, reason):
+    batcher, seen = recording_batcher()
+    with pytest.raises(Abandoned, match=reason):
+        batcher.submit([image(1)] * 3, ticket, expected=False).result(timeout=5)
+    assert batcher.submit([image(2)], expected=False).result(timeout=5)[0].tolist() == [2.0, 2.0]
+    assert seen == [1]  # only the wanted request reached the model
+
+
+def test_batcher_skips_a_request_that_stopped_waiting():
+    batcher, seen = recording_batcher()
+    batcher.expect()  # the batcher waits a moment for this one
+    future: Future = batcher.submit([image(3)] * 2, Ticket())
+    cancelled = future.cancel()
+    time.sleep(0.2)
+    assert seen == ([] if cancelled else [2])
+
+
+def test_artifacts_that_disagree_are_refused():
+    spec = ModelSpec("resnet18", 3, 32, (0.5,) * 3, (0.5,) * 3)
+    classes = [ClassInfo(i, f"c{i}", f"c{i}") for i in range(3)]
+    check_artifacts(spec, classes, 3)
+    with pytest.raises(ValueError, match="classes.json lists 2 classes, model.json says 3, the network outputs 3"):
+        check_artifacts(spec, classes[:2], 3)
+    with pytest.raises(ValueError, match="the network outputs 4"):
+        check_artifacts(spec, classes, 4)
+    with pytest.raises(ValueError, match="indices 0, 1, 2"):
+        check_artifacts(spec, [classes[1], classes[0], classes[2]], 3)
+
+
+def test_health_is_ready_only_when_every_worker_is(tmp_path):
+    health = Health(tmp_path, workers=2)
+    me, parent = os.getpid(), os.getppid()
+    health.report(me, "ready")
+    assert not (tmp_path / READY).exists()  # one of two workers
+    health.report(parent, "ready")
+    assert (tmp_path / READY).exists()
+    health.forget(parent)  # a worker died: not ready until its replacement is
+    assert not (tmp_path / READY).exists()
+    health.report(parent, "failed", "model failed to load: boom")
+    assert b"model failed to load: boom" in (tmp_path / FAILED).read_bytes()
+    (tmp_path / "worker-999999999.json").write_text('{"state": "ready", "error": null}')  # a dead pid
+    health.report(parent, "ready")
+    assert not (tmp_path / FAILED).exists() and (tmp_path / READY).exists()
+
+
+def serving_config(tmp_path: Path, **environ: str) -> ServingConfig:
+    return ServingConfig.from_environ(gpus=0, cpus=2, environ={
+        "SM_MODEL_DIR": str(tmp_path / "model"), "IMGCLF_HOST": "127.0.0.1", **environ})
+
+
+def test_nginx_accepts_its_configuration(tmp_path):
+    nginx = find_nginx()
+    if nginx is None:
+        pytest.skip("nginx is not installed (make nginx installs it)")
+    config = serving_config(tmp_path, SAGEMAKER_BIND_TO_PORT="18080", SAGEMAKER_MAX_PAYLOAD_IN_MB="2")
+    (tmp_path / "health").mkdir()
+    (tmp_path / "nginx.conf").write_text(nginx_config(config, tmp_path, tmp_path / "health", None))
+    result = subprocess.run([*nginx_command(nginx, tmp_path)[:-2], "-t"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "client_max_body_size 2097152;" in (tmp_path / "nginx.conf").read_text()  # no longer raised to 6 MiB
+
+
+def smooth_photo(size: tuple[int, int]) -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).resize(size, Image.Resampling.BICUBIC)
+
+
+@pytest.mark.parametrize("size", [(500, 375), (375, 500), (3000, 2000), (40, 31)])
+def test_bounded_decode_matches_the_training_transform(size):
+    spec = ImageSpec(224)
+    body = encoded(smooth_photo(size), "PNG")
+    full = eval_preprocess(decode_image(body, spec.resize_size, 64_000_000), spec).float()
+    bounded = decode_for_eval(body, spec, 64_000_000).float()
+    assert bounded.shape == (3, 224, 224)
+    assert (full - bounded).abs().mean() < 1.0  # reducing first differs by well under one grey level
+
+
+def test_bounded_decode_of_thin_images_and_huge_tiles():
+    spec = ImageSpec(224)
+    all_bombs = bombs()
+    for name in ("png 300000x1", "1-bit png 64000000x1"):
+        assert decode_for_eval(all_bombs[name], spec, 64_000_000).shape == (3, 224, 224)
+    with pytest.raises(ImageTooLarge, match="TIFF tile of 16384x16384 pixels in a 32x32 image"):
+        decode_for_eval(all_bombs["tiff 32x32 with a 16384x16384 tile"], spec, 64_000_000)
+
+
+def test_float_tiff_is_not_black():
+    values = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    body = encoded(Image.fromarray(values, "F"), "TIFF")
+    decoded = np.asarray(decode_image(body, 32, 64_000_000))
+    assert decoded.max() == 255 and 120 < decoded.mean() < 135
+
+
+@pytest.fixture
+def app_client(tmp_path):
+    spec = ModelSpec("resnet18", 3, 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    classes = [ClassInfo(i, f"c{i}", f"c{i}") for i in range(3)]
+    app = create_app(serving_config(tmp_path), (build_model("resnet18", 3), spec, classes))
+    client = app.test_client()
+    deadline = time.monotonic() + 60
+    while client.post("/invocations", data=b"x", content_type="image/png").status_code == 503:
+        assert time.monotonic() < deadline, "the model never warmed up"
+        time.sleep(0.1)
+    return client
+
+
+def test_compressed_bodies_are_415_and_a_late_request_is_503(app_client):
+    body = encoded(Image.new("RGB", (40, 30), "red"), "PNG")
+    zipped = app_client.post("/invocations", data=body, content_type="image/png", headers={"Content-Encoding": "gzip"})
+    assert zipped.status_code == 415 and "Content-Encoding 'gzip'" in zipped.json["error"]
+    late = app_client.post("/invocations", data=body, content_type="image/png",
+                           headers={"X-Imgclf-Start": str(time.time() - 61)})  # nginx took it 61 s ago
+    assert late.status_code == 503 and "deadline passed" in late.json["error"]
+    assert app_client.post("/invocations", data=body, content_type="image/png").status_code == 200
