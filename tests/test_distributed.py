@@ -85,7 +85,7 @@ def test_stopped_two_host_job_resumes_from_its_checkpoint(tmp_path, sample_data)
     outputs = [p.communicate(timeout=200)[0] for p in processes]
     for base, process, output in zip(bases, processes, outputs):
         assert process.returncode != 0 and "Reporting training FAILURE" in output, output[-3000:]
-        assert (base / "output/failure").read_text().startswith("stopped by SIGTERM")
+        assert (base / "output/failure").read_text().startswith("stopped by SIGTERM"), output[-6000:]
     stopped_after = torch.load(checkpoint, weights_only=True)["epoch"]
     assert stopped_after < 4
 
