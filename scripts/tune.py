@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     tuner = launch.tuner(launch.estimator(target, session, FIXED), args.max_jobs, args.max_parallel_jobs)
     tuner.fit(launch.channels(target), wait=dry_run is None)
     if dry_run is not None:
-        launch.print_requests(dry_run)
+        dry_run.print()
         return 0
     best = tuner.best_training_job()
     hyperparameters = tuner.best_estimator().hyperparameters()

@@ -1,9 +1,13 @@
-"""The launchers' SageMaker API requests, captured before anything is sent (no AWS here)."""
+"""The launchers' SageMaker API requests, captured before anything is sent (no AWS here), and the
+launchers and the SDK's own clients against the real image in local mode (docker)."""
 
 from __future__ import annotations
 
 import json
 import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,11 +22,32 @@ COMMON = ["--dry-run", "--image-uri", IMAGE, "--role", "arn:aws:iam::12345678901
           "--data", "s3://bucket/dogs", "--output-path", "s3://bucket/out"]
 
 
+@pytest.fixture
+def real_sockets() -> None:
+    """Requested by the tests that talk to a container or a closed port on loopback."""
+
+
+@pytest.fixture(autouse=True)
+def no_network(request, monkeypatch):
+    """Dry runs send nothing: in every other test any socket connection fails the test."""
+    if request.node.get_closest_marker("docker") or "real_sockets" in request.fixturenames:
+        return
+
+    def refuse(self, address, *args):
+        raise AssertionError(f"a dry-run test tried to connect to {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+def requests_of(out: str) -> list[tuple[str, dict]]:
+    parts = re.split(r"^--- ([\w-]+ \w+) \(not sent\)$", out, flags=re.M)[1:]
+    return [(name, json.loads(body)) for name, body in zip(parts[::2], parts[1::2])]
+
+
 def captured(capsys, main, argv) -> dict[str, dict]:
+    """The printed requests by operation name (the sagemaker ones without the service prefix)."""
     assert main(argv) == 0
-    out = capsys.readouterr().out
-    parts = re.split(r"^--- (\w+) \(not sent\)$", out, flags=re.M)[1:]
-    return {name: json.loads(body) for name, body in zip(parts[::2], parts[1::2])}
+    return {name.removeprefix("sagemaker "): body for name, body in requests_of(capsys.readouterr().out)}
 
 
 def test_debug_job_with_our_custom_rules(capsys):
@@ -30,7 +55,7 @@ def test_debug_job_with_our_custom_rules(capsys):
     assert train_debug.main(COMMON + ["--custom-rule-image", evaluator]) == 0
     out = capsys.readouterr().out
     assert "--- would upload " + str(train_debug.RULES_SOURCE) + " to s3://bucket/out/debug-rules/rules.py" in out
-    job = json.loads(re.split(r"^--- CreateTrainingJob \(not sent\)$", out, flags=re.M)[1])
+    job = dict(requests_of(out))["sagemaker CreateTrainingJob"]
     custom = {r["RuleConfigurationName"]: r for r in job["DebugRuleConfigurations"] if r["RuleEvaluatorImage"] == evaluator}
     assert set(custom) == {"ImgclfLossNotDecreasing", "ImgclfVanishingGradient"}
     loss = custom["ImgclfLossNotDecreasing"]
@@ -81,6 +106,10 @@ def test_debug_training_request(capsys):
     assert job["EnableManagedSpotTraining"] is True
     assert job["CheckpointConfig"]["S3Uri"] == "s3://bucket/out/checkpoints"
     assert job["HyperParameters"]["batch-size"] == "256"
+    assert job["TensorBoardOutputConfig"] == {"LocalPath": "/opt/ml/output/tensorboard",
+                                              "S3OutputPath": "s3://bucket/out/tensorboard"}
+    assert [c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]] == [
+        "s3://bucket/dogs/train/", "s3://bucket/dogs/valid/", "s3://bucket/dogs/test/"]  # not dogs/validation/...
 
 
 def test_missing_settings_fail_in_one_line(capsys):
@@ -92,18 +121,114 @@ def test_missing_settings_fail_in_one_line(capsys):
     assert "local mode has no tuner" in str(exit_info.value)
 
 
-def test_deploy_request(capsys):
+DEPLOY = [a for a in COMMON if a not in ("--data", "s3://bucket/dogs")] + ["--endpoint", "dogs"]
+
+
+def test_deploy_request_on_cpu_has_no_ami(capsys):
     import deploy
 
-    argv = [a for a in COMMON if a not in ("--data", "s3://bucket/dogs")]
-    request = captured(capsys, deploy.main, argv + ["--model-data", "s3://bucket/out/job/output/model.tar.gz",
-                                                    "--endpoint", "dogs", "--instance-type", "ml.c5.xlarge"])
+    request = captured(capsys, deploy.main, DEPLOY + ["--model-data", "s3://bucket/out/job/output/model.tar.gz",
+                                                      "--instance-type", "ml.c5.xlarge"])
     assert list(request) == ["CreateModel", "CreateEndpointConfig", "CreateEndpoint"]
     container = request["CreateModel"]["PrimaryContainer"]
     assert (container["Image"], container["ModelDataUrl"]) == (IMAGE, "s3://bucket/out/job/output/model.tar.gz")
     variant = request["CreateEndpointConfig"]["ProductionVariants"][0]
     assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.c5.xlarge", 1)
+    assert "InferenceAmiVersion" not in variant
     assert request["CreateEndpoint"]["EndpointName"] == "dogs"
+
+
+def test_deploy_by_job_name_on_gpu_with_autoscaling_shows_every_call(capsys):
+    import deploy
+
+    request = captured(capsys, deploy.main, DEPLOY + ["--model-data", "imgclf-2026-11-25-10-00-00-000",
+                                                      "--instance-type", "ml.g5.xlarge", "--autoscale-max", "4"])
+    assert list(request) == ["DescribeTrainingJob", "CreateModel", "CreateEndpointConfig", "CreateEndpoint",
+                             "application-autoscaling RegisterScalableTarget", "application-autoscaling PutScalingPolicy"]
+    assert request["CreateModel"]["PrimaryContainer"]["ModelDataUrl"] == "<S3ModelArtifacts of imgclf-2026-11-25-10-00-00-000>"
+    variant = request["CreateEndpointConfig"]["ProductionVariants"][0]
+    assert variant["InferenceAmiVersion"] == "al2023-ami-sagemaker-inference-gpu-4-1"
+    target = request["application-autoscaling RegisterScalableTarget"]
+    assert (target["ResourceId"], target["MinCapacity"], target["MaxCapacity"]) == ("endpoint/dogs/variant/AllTraffic", 1, 4)
+    policy = request["application-autoscaling PutScalingPolicy"]["TargetTrackingScalingPolicyConfiguration"]
+    assert policy["PredefinedMetricSpecification"]["PredefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"
+
+
+def test_delete_dry_run_shows_every_call(capsys):
+    import deploy
+
+    request = captured(capsys, deploy.main, DEPLOY + ["--delete"])
+    assert list(request) == ["DescribeEndpoint", "DescribeEndpointConfig", "DeleteEndpoint", "DeleteEndpointConfig",
+                             "DeleteModel"]
+    assert request["DeleteEndpointConfig"]["EndpointConfigName"] == "<EndpointConfigName of dogs>"
+
+
+TRANSFORM = [a for a in COMMON if a not in ("--data", "s3://bucket/dogs")] + [
+    "--model-data", "s3://bucket/out/job/output/model.tar.gz", "--input", "s3://bucket/photos", "--output-path",
+    "s3://bucket/predictions"]
+
+
+def test_transform_request_on_gpu(capsys):
+    import transform
+
+    request = captured(capsys, transform.main, TRANSFORM + ["--instance-type", "ml.g4dn.xlarge", "--instance-count", "3"])
+    assert list(request) == ["CreateModel", "CreateTransformJob"]
+    job = request["CreateTransformJob"]
+    assert job["ModelName"] == request["CreateModel"]["ModelName"]
+    assert job["TransformInput"] == {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://bucket/photos/"}},
+                                     "ContentType": "application/x-image", "SplitType": "None"}
+    assert job["TransformOutput"] == {"S3OutputPath": "s3://bucket/predictions", "Accept": "application/json"}
+    assert job["TransformResources"] == {"InstanceCount": 3, "InstanceType": "ml.g4dn.xlarge",
+                                         "TransformAmiVersion": "al2-ami-sagemaker-batch-gpu-535"}
+    assert "MaxConcurrentTransforms" not in job and "MaxPayloadInMB" not in job  # SageMaker asks /execution-parameters
+
+
+def test_transform_request_on_cpu_with_limits(capsys):
+    import transform
+
+    request = captured(capsys, transform.main, TRANSFORM + ["--instance-type", "ml.c5.xlarge", "--max-concurrent-transforms",
+                                                            "4", "--max-payload-mb", "10"])
+    job = request["CreateTransformJob"]
+    assert job["TransformResources"] == {"InstanceCount": 1, "InstanceType": "ml.c5.xlarge"}
+    assert (job["MaxConcurrentTransforms"], job["MaxPayloadInMB"]) == (4, 10)
+
+
+def test_dry_run_fails_closed():
+    """A request that got past the dry run's answer is refused before it reaches the network."""
+    import boto3
+
+    import launch
+
+    dry_run = launch.DryRun()
+    boto_session = boto3.Session(region_name="us-east-1")
+    dry_run.attach(boto_session)
+    boto_session.events.unregister("before-call", dry_run._answer)
+    with pytest.raises(launch.DryRunLeak, match="ListModels"):
+        boto_session.client("sagemaker").list_models()
+
+
+def test_user_sdk_config_is_merged_not_replaced(capsys, tmp_path, monkeypatch):
+    """The user's SDK defaults (here a KMS key and tags for training jobs) still apply, and telemetry is off."""
+    import launch
+
+    user = tmp_path / "config.yaml"
+    user.write_text("SchemaVersion: '1.0'\nSageMaker:\n  TrainingJob:\n    OutputDataConfig:\n      KmsKeyId: alias/mine\n"
+                    "    Tags:\n    - Key: team\n      Value: vision\n")
+    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(user))
+    config = launch.sdk_config(dry_run=True)
+    assert config["SageMaker"]["PythonSDK"]["Modules"]["TelemetryOptOut"] is True
+    assert config["SageMaker"]["TrainingJob"]["OutputDataConfig"]["KmsKeyId"] == "alias/mine"
+    job = captured(capsys, train_debug.main, COMMON)["CreateTrainingJob"]
+    assert job["OutputDataConfig"]["KmsKeyId"] == "alias/mine"
+    assert {"Key": "team", "Value": "vision"} in job["Tags"]
+    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", "s3://bucket/config.yaml")
+    with pytest.raises(SystemExit, match="config is in S3"):
+        launch.sdk_config(dry_run=True)
+
+
+def test_local_and_dry_run_together_are_refused():
+    with pytest.raises(SystemExit, match="--local sends none"):
+        train_debug.main(COMMON + ["--local"])
 
 
 def local_target(image: str, output: Path, data: Path, instance_count: int = 1, distributed: bool = False):
@@ -128,7 +253,7 @@ def test_local_mode_round_trip(image, tmp_path, sample_data):
     model_data = estimator.model_data
     assert model_data.startswith("file://") and model_data.endswith("model.tar.gz")
 
-    launch.deploy(target, session, model_data, "imgclf-local-test", "local", wait=True)
+    launch.deploy(target, session, model_data, "imgclf-local-test", wait=True)
     try:
         png = sorted((sample_data / "test" / "004.three").iterdir())[0].read_bytes()
         answer = launch.predict(session, "imgclf-local-test", png, "image/png", 3)
@@ -190,11 +315,39 @@ def test_prepare_data_unzips_verifies_and_uploads_once(tmp_path, sample_data, ca
     assert f"would upload {files} files to s3://data/digits/" in capsys.readouterr().out
 
 
+def test_prepare_data_dry_run_downloads_nothing(capsys, tmp_path):
+    import prepare_data
+
+    assert prepare_data.main(["--bucket", "data", "--dry-run", "--work", str(tmp_path)]) == 0
+    assert f"would download {prepare_data.DOGS_URL}" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())
+
+
 def test_invoke_dry_run(capsys, sample_data):
     import invoke
 
     image = sorted((sample_data / "test" / "004.three").iterdir())[0]
     assert invoke.main([str(image), "--endpoint", "dogs", "--top-k", "2", "--dry-run"]) == 0
-    request = json.loads(capsys.readouterr().out)
-    assert request["EndpointName"] == "dogs" and request["ContentType"] == "image/png"
-    assert request["CustomAttributes"] == "top_k=2"
+    [(name, request)] = requests_of(capsys.readouterr().out)
+    assert name == "sagemaker-runtime InvokeEndpoint"
+    assert request == {"EndpointName": "dogs", "ContentType": "image/png", "Accept": "application/json",
+                       "CustomAttributes": "top_k=2", "Body": f"<{image.stat().st_size} bytes>"}
+
+
+def run_invoke(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """scripts/invoke.py as a user runs it."""
+    import os
+
+    from conftest import REPO
+
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "invoke.py"), *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})})
+
+
+def test_invoke_to_a_closed_port_fails_in_one_line(sample_data, real_sockets):
+    image = sorted((sample_data / "test" / "004.three").iterdir())[0]
+    result = run_invoke(str(image), "--endpoint", "dogs", env={"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": "http://127.0.0.1:9"})
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if "sagemaker.config INFO" not in line]
+    assert lines == ['error: endpoint dogs: Could not connect to the endpoint URL: '
+                     '"http://127.0.0.1:9/endpoints/dogs/invocations"'], result.stderr
