@@ -240,12 +240,22 @@ def tensorboard_config(output_path: str | None):
     return TensorBoardOutputConfig(s3_output_path=f"{output_path}/tensorboard", container_local_output_path=TENSORBOARD_LOCAL_PATH)
 
 
-def estimator(target: Target, sess, hyperparameters: dict, **debug) -> object:
-    """A generic Estimator for the image; Debugger and TensorBoard only when ``debug`` gives them."""
+def job_name(base: str = "imgclf") -> str:
+    from sagemaker.utils import name_from_base
+
+    return name_from_base(base)
+
+
+def estimator(target: Target, sess, hyperparameters: dict, job: str | None = None, **debug) -> object:
+    """A generic Estimator for the image; Debugger and TensorBoard only when ``debug`` gives them.
+    Spot jobs keep their checkpoints under their own name (``job``, the name fit() must use): a
+    restarted spot job resumes from its own checkpoints, never from another job's."""
     from sagemaker.estimator import Estimator
 
+    if target.spot and not job:
+        raise LaunchError("--spot needs a job name for the job's own checkpoint prefix")
     spot = {"use_spot_instances": True, "max_wait": target.max_run * 2,
-            "checkpoint_s3_uri": f"{target.output_path}/checkpoints"} if target.spot and target.output_path else {}
+            "checkpoint_s3_uri": f"{target.output_path}/checkpoints/{job}"} if target.spot and target.output_path else {}
     return Estimator(
         image_uri=target.image_uri,
         role=target.role,
@@ -404,7 +414,9 @@ def _add_transform_ami(ami: str):
 
 def transform(target: Target, sess, spec: TransformSpec, wait: bool) -> str:
     """Create the model and run the transform job (SplitType None: each object is one request);
-    returns where the ``<object>.out`` files go."""
+    returns where the ``<object>.out`` files go. BatchStrategy is given because SDK 2.257's local mode
+    reads the container's /execution-parameters spelling (SINGLE_RECORD, as AWS documents it) as
+    an invalid strategy; the API's spelling is SingleRecord."""
     from sagemaker.model import Model
 
     ami = transform_ami_version(target.instance_type, spec.ami)
@@ -415,7 +427,7 @@ def transform(target: Target, sess, spec: TransformSpec, wait: bool) -> str:
     transformer = model.transformer(
         instance_count=target.instance_count, instance_type=target.instance_type, output_path=spec.output_path,
         accept="application/json", max_concurrent_transforms=spec.max_concurrent_transforms,
-        max_payload=spec.max_payload_mb)
+        max_payload=spec.max_payload_mb, strategy="SingleRecord")
     transformer.transform(spec.input, data_type="S3Prefix", content_type=spec.content_type, split_type="None",
                           wait=wait, logs=False)
     return transformer.output_path

@@ -94,12 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     # local mode drops Debugger settings: the rules hyperparameter checks the same things in the container
     settings = {} if target.local else debugger_settings(target.output_path, args.custom_rule_image, rules_source)
     tensorboard = launch.tensorboard_config(target.output_path)
-    estimator = launch.estimator(target, session, hyperparameters, tensorboard_output_config=tensorboard, **settings)
+    name = launch.job_name()
+    estimator = launch.estimator(target, session, hyperparameters, name, tensorboard_output_config=tensorboard, **settings)
     if tensorboard is not None:
         print(f"TensorBoard: SageMaker uploads {tensorboard.container_local_output_path} under {tensorboard.s3_output_path} "
               f"while the job runs; open it in SageMaker's TensorBoard app or: tensorboard --logdir {tensorboard.s3_output_path}")
     try:
-        estimator.fit(launch.channels(target), wait=dry_run is None)
+        estimator.fit(launch.channels(target), wait=dry_run is None, job_name=name)
     except Exception as e:  # botocore ClientError and friends
         if "debug" in str(e).lower() or "rule" in str(e).lower():
             print("SageMaker refused the Debugger settings (Debugger is closed to new AWS customers since "

@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.local:
         raise launch.LaunchError("the SDK's local mode has no tuner; try train_debug.py --local for one job")
+    if args.spot:
+        raise launch.LaunchError("--spot is for train_debug.py: a tuning job's trials would share one checkpoint prefix "
+                                 "and resume from each other's checkpoints")
     target = launch.target_from(args)
     dry_run = launch.DryRun() if target.dry_run else None
     session = launch.session(target, dry_run)

@@ -104,7 +104,7 @@ def test_debug_training_request(capsys):
     assert job["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
     assert job["AlgorithmSpecification"]["TrainingImage"] == IMAGE
     assert job["EnableManagedSpotTraining"] is True
-    assert job["CheckpointConfig"]["S3Uri"] == "s3://bucket/out/checkpoints"
+    assert job["CheckpointConfig"]["S3Uri"] == f"s3://bucket/out/checkpoints/{job['TrainingJobName']}"  # its own only
     assert job["HyperParameters"]["batch-size"] == "256"
     assert job["TensorBoardOutputConfig"] == {"LocalPath": "/opt/ml/output/tensorboard",
                                               "S3OutputPath": "s3://bucket/out/tensorboard"}
@@ -119,6 +119,8 @@ def test_missing_settings_fail_in_one_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
         tune.main(COMMON + ["--local"])
     assert "local mode has no tuner" in str(exit_info.value)
+    with pytest.raises(SystemExit, match="share one checkpoint prefix"):
+        tune.main(COMMON + ["--spot"])
 
 
 DEPLOY = [a for a in COMMON if a not in ("--data", "s3://bucket/dogs")] + ["--endpoint", "dogs"]
@@ -178,6 +180,7 @@ def test_transform_request_on_gpu(capsys):
     assert job["TransformInput"] == {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://bucket/photos/"}},
                                      "ContentType": "application/x-image", "SplitType": "None"}
     assert job["TransformOutput"] == {"S3OutputPath": "s3://bucket/predictions", "Accept": "application/json"}
+    assert job["BatchStrategy"] == "SingleRecord"
     assert job["TransformResources"] == {"InstanceCount": 3, "InstanceType": "ml.g4dn.xlarge",
                                          "TransformAmiVersion": "al2-ami-sagemaker-batch-gpu-535"}
     assert "MaxConcurrentTransforms" not in job and "MaxPayloadInMB" not in job  # SageMaker asks /execution-parameters
@@ -351,3 +354,189 @@ def test_invoke_to_a_closed_port_fails_in_one_line(sample_data, real_sockets):
     lines = [line for line in result.stderr.splitlines() if "sagemaker.config INFO" not in line]
     assert lines == ['error: endpoint dogs: Could not connect to the endpoint URL: '
                      '"http://127.0.0.1:9/endpoints/dogs/invocations"'], result.stderr
+
+
+# --- The SDK's and boto3's own clients against the real image in local mode (it serves on 127.0.0.1:8080).
+
+LOCAL_ROLE = "arn:aws:iam::000000000000:role/local-mode"
+
+
+@pytest.fixture(scope="module")
+def model_tar(trained, tmp_path_factory) -> Path:
+    """The model.tar.gz SageMaker would make of the sample-data model that `train` left."""
+    import tarfile
+
+    base, _ = trained
+    tar = tmp_path_factory.mktemp("model") / "model.tar.gz"
+    with tarfile.open(tar, "w:gz") as archive:
+        for path in sorted((base / "model").iterdir()):
+            archive.add(path, arcname=path.name)
+    return tar
+
+
+@pytest.fixture(scope="module")
+def jpeg_folder(sample_data, tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """Two test images of every class as JPEGs in class folders; their paths and expected labels."""
+    from PIL import Image
+
+    root, expected = tmp_path_factory.mktemp("photos"), {}
+    for class_dir in sorted((sample_data / "test").iterdir()):
+        (root / class_dir.name).mkdir()
+        for png in sorted(class_dir.iterdir())[:2]:
+            relative = f"{class_dir.name}/{png.stem}.jpg"
+            Image.open(png).convert("RGB").save(root / relative, quality=95)
+            expected[relative] = class_dir.name.split(".", 1)[1].replace("_", " ")
+    return root, expected
+
+
+def labels_in(output: Path) -> dict[str, str]:
+    """The top label of every <image>.out JSON document under output."""
+    return {out.relative_to(output).as_posix().removesuffix(".out"): json.loads(out.read_text())["predictions"][0][0]["label"]
+            for out in output.rglob("*.out")}
+
+
+def local_session():
+    import launch
+
+    return launch.session(launch.Target("us-east-1", local=True))
+
+
+@pytest.fixture
+def stops_local_containers(image):
+    """Local mode leaves its serving container running when a transform fails: stop what the test started."""
+    def running() -> set[str]:
+        listing = subprocess.run(["docker", "ps", "-q", "--filter", f"ancestor={image}"], capture_output=True, text=True)
+        return set(listing.stdout.split())
+
+    before = running()
+    yield
+    for container in running() - before:
+        subprocess.run(["docker", "stop", "-t", "10", container], capture_output=True)
+
+
+@pytest.mark.docker
+def test_local_batch_transform_with_the_sdk_defaults(image, model_tar, jpeg_folder, tmp_path, stops_local_containers):
+    """The SDK's Transformer as a user writes it: no Accept, SplitType None, one JPEG per record. Only
+    BatchStrategy is given: SDK 2.257's local mode takes the container's /execution-parameters answer
+    (SINGLE_RECORD, AWS's spelling for containers) for an invalid strategy and fails the job."""
+    from sagemaker.model import Model
+
+    folder, expected = jpeg_folder
+    model = Model(image_uri=image, model_data=f"file://{model_tar}", role=LOCAL_ROLE, sagemaker_session=local_session())
+    transformer = model.transformer(instance_count=1, instance_type="local", output_path=f"file://{tmp_path}",
+                                    strategy="SingleRecord")
+    transformer.transform(f"file://{folder}", content_type="image/jpeg", wait=True)
+    assert labels_in(tmp_path) == expected
+
+
+@pytest.mark.docker
+def test_transform_launcher_in_local_mode(image, model_tar, jpeg_folder, tmp_path, capsys, stops_local_containers):
+    import transform
+
+    folder, expected = jpeg_folder
+    assert transform.main(["--local", "--image-uri", image, "--model-data", f"file://{model_tar}",
+                           "--input", str(folder), "--output-path", str(tmp_path)]) == 0
+    assert f"{len(expected)} of {len(expected)} images classified" in capsys.readouterr().out
+    assert labels_in(tmp_path) == expected
+
+
+@pytest.fixture(scope="module")
+def local_endpoint(image, model_tar):
+    """The image serving the sample-data model through the SDK's local mode (Model.deploy)."""
+    import launch
+
+    session, name = local_session(), "imgclf-clients-test"
+    target = launch.Target("us-east-1", image_uri=image, role=LOCAL_ROLE, local=True)
+    launch.deploy(target, session, f"file://{model_tar}", name, wait=True)
+    yield session, name
+    launch.delete_endpoint(session, name)
+
+
+@pytest.mark.docker
+def test_sdk_predictor_with_its_default_serializers(local_endpoint, jpeg_folder):
+    from sagemaker.predictor import Predictor
+
+    session, name = local_endpoint
+    folder, expected = jpeg_folder
+    for relative, label in list(expected.items())[::5]:
+        answer = Predictor(name, sagemaker_session=session).predict((folder / relative).read_bytes())
+        assert json.loads(answer)["predictions"][0][0]["label"] == label  # octet-stream in, Accept */*
+
+
+class RuntimeFrontEnd:
+    """Stands in, on loopback, for SageMaker's runtime front end: POST /endpoints/NAME/invocations goes
+    to the container's /invocations with the headers SageMaker passes on (Content-Type, Accept when
+    the caller sent one, custom attributes); records what the client sent."""
+
+    FORWARDED = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
+
+    def __init__(self, container_port: int = 8080):
+        import http.server
+        import threading
+
+        self.seen: list[dict] = []
+        front = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                front.seen.append({"path": self.path, **{k: self.headers[k] for k in front.FORWARDED if k in self.headers}})
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status, content_type, data = front.forward(body, self.headers, container_port)
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def forward(self, body: bytes, headers, port: int) -> tuple[int, str, bytes]:
+        import http.client
+
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request("POST", "/invocations", body, {k: headers[k] for k in self.FORWARDED if k in headers})
+        response = connection.getresponse()
+        data = response.read()
+        connection.close()
+        return response.status, response.getheader("Content-Type", "application/octet-stream"), data
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.docker
+def test_boto3_invoke_endpoint(local_endpoint, jpeg_folder):
+    import boto3
+
+    _, name = local_endpoint
+    folder, expected = jpeg_folder
+    relative, label = next(iter(expected.items()))
+    front = RuntimeFrontEnd()
+    try:
+        runtime = boto3.client("sagemaker-runtime", region_name="us-east-1", endpoint_url=front.url)
+        response = runtime.invoke_endpoint(EndpointName=name, Body=(folder / relative).read_bytes(), ContentType="image/jpeg")
+        assert response["ContentType"] == "application/json"
+        assert json.loads(response["Body"].read())["predictions"][0][0]["label"] == label
+        attributes = runtime.invoke_endpoint(EndpointName=name, Body=(folder / relative).read_bytes(),
+                                             ContentType="image/jpeg", Accept="application/json", CustomAttributes="top_k=2")
+        assert len(json.loads(attributes["Body"].read())["predictions"][0]) == 2
+    finally:
+        front.close()
+    assert front.seen[0] == {"path": f"/endpoints/{name}/invocations", "Content-Type": "image/jpeg"}  # boto3 sends no Accept
+
+
+@pytest.mark.docker
+def test_invoke_script_really_sends_to_the_local_endpoint(local_endpoint, jpeg_folder):
+    _, name = local_endpoint
+    folder, expected = jpeg_folder
+    relative, label = next(iter(expected.items()))
+    result = run_invoke(str(folder / relative), "--endpoint", name, "--local", "--top-k", "2")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"1. {label}  "), result.stdout
