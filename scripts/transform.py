@@ -40,12 +40,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def summarize(output: Path, source: Path) -> int:
     """Print each image's top label from its .out document; returns how many there are."""
-    outs = sorted(output.rglob("*.out"))
+    outs = sorted(output.glob("*.out"))
     for out in outs:
         best = json.loads(out.read_text())["predictions"][0][0]
-        print(f"{out.relative_to(output).with_suffix('')}: {best['label']} ({best['probability']:.3f})")
-    print(f"{len(outs)} of {sum(1 for p in source.rglob('*') if p.is_file())} images classified; results in {output}")
+        print(f"{out.with_suffix('').name}: {best['label']} ({best['probability']:.3f})")
+    print(f"{len(outs)} of {sum(1 for p in source.iterdir() if p.is_file())} images classified; results in {output}")
     return len(outs)
+
+
+def warn_about_subfolders(folder: Path) -> None:
+    """The SDK's local mode (LocalFileDataSource) reads only a folder's own files; S3 prefixes are read whole."""
+    nested = sum(1 for p in folder.rglob("*") if p.is_file() and p.parent != folder)
+    if nested:
+        print(f"warning: local mode reads only the files directly in {folder}; {nested} in its subfolders are skipped",
+              file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                                 args.transform_ami_version)
     if target.local:
         Path(spec.output_path.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        warn_about_subfolders(Path(spec.input.removeprefix("file://")))
     result = launch.transform(target, session, spec, wait=dry_run is None and not args.no_wait)
     if dry_run is not None:
         dry_run.print()

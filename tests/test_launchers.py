@@ -376,16 +376,17 @@ def model_tar(trained, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def jpeg_folder(sample_data, tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """Two test images of every class as JPEGs in class folders; their paths and expected labels."""
+    """Two test images of every class as JPEGs in one folder (local mode reads only a folder's own
+    files, not its subfolders); their names and expected labels."""
     from PIL import Image
 
     root, expected = tmp_path_factory.mktemp("photos"), {}
     for class_dir in sorted((sample_data / "test").iterdir()):
-        (root / class_dir.name).mkdir()
+        label = class_dir.name.split(".", 1)[1].replace("_", " ")
         for png in sorted(class_dir.iterdir())[:2]:
-            relative = f"{class_dir.name}/{png.stem}.jpg"
-            Image.open(png).convert("RGB").save(root / relative, quality=95)
-            expected[relative] = class_dir.name.split(".", 1)[1].replace("_", " ")
+            name = f"{label}_{png.stem}.jpg"
+            Image.open(png).convert("RGB").save(root / name, quality=95)
+            expected[name] = label
     return root, expected
 
 
@@ -393,6 +394,15 @@ def labels_in(output: Path) -> dict[str, str]:
     """The top label of every <image>.out JSON document under output."""
     return {out.relative_to(output).as_posix().removesuffix(".out"): json.loads(out.read_text())["predictions"][0][0]["label"]
             for out in output.rglob("*.out")}
+
+
+def check_transform_output(output: Path, expected: dict[str, str]) -> None:
+    """One .out per image, each its own; the sample model is right on 98.9 % of the test set, so at
+    most 2 of the 20 may be a wrong guess (on this machine it is 1: a four read as a five)."""
+    labels = labels_in(output)
+    assert labels.keys() == expected.keys()
+    wrong = {name: label for name, label in labels.items() if label != expected[name]}
+    assert len(wrong) <= 2, wrong
 
 
 def local_session():
@@ -425,8 +435,8 @@ def test_local_batch_transform_with_the_sdk_defaults(image, model_tar, jpeg_fold
     model = Model(image_uri=image, model_data=f"file://{model_tar}", role=LOCAL_ROLE, sagemaker_session=local_session())
     transformer = model.transformer(instance_count=1, instance_type="local", output_path=f"file://{tmp_path}",
                                     strategy="SingleRecord")
-    transformer.transform(f"file://{folder}", content_type="image/jpeg", wait=True)
-    assert labels_in(tmp_path) == expected
+    transformer.transform(f"file://{folder}", content_type="image/jpeg", wait=True, logs=False)  # logs: CloudWatch
+    check_transform_output(tmp_path, expected)
 
 
 @pytest.mark.docker
@@ -437,7 +447,7 @@ def test_transform_launcher_in_local_mode(image, model_tar, jpeg_folder, tmp_pat
     assert transform.main(["--local", "--image-uri", image, "--model-data", f"file://{model_tar}",
                            "--input", str(folder), "--output-path", str(tmp_path)]) == 0
     assert f"{len(expected)} of {len(expected)} images classified" in capsys.readouterr().out
-    assert labels_in(tmp_path) == expected
+    check_transform_output(tmp_path, expected)
 
 
 @pytest.fixture(scope="module")
@@ -539,4 +549,4 @@ def test_invoke_script_really_sends_to_the_local_endpoint(local_endpoint, jpeg_f
     result = run_invoke(str(folder / relative), "--endpoint", name, "--local", "--top-k", "2")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == 2 and lines[0].startswith(f"1. {label}  "), result.stdout
+    assert len(lines) == 2 and lines[0].startswith(f"1. {label}  ") and lines[1].startswith("2. "), result.stdout
