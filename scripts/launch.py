@@ -53,11 +53,7 @@ def sdk_config(dry_run: bool) -> dict:
     """The SDK defaults the user set up (the admin and user config files, or the files their
     SAGEMAKER_ADMIN_CONFIG_OVERRIDE / SAGEMAKER_USER_CONFIG_OVERRIDE name: VPC, KMS keys, tags) with
     the telemetry opt-out merged in; the sessions take it as ``sagemaker_config``."""
-    import logging
-
     from sagemaker.config import load_sagemaker_config
-
-    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)  # not a line per config file on every run
 
     overrides = [os.environ.get(name, "") for name in ("SAGEMAKER_ADMIN_CONFIG_OVERRIDE", "SAGEMAKER_USER_CONFIG_OVERRIDE")]
     if dry_run and any(path.startswith("s3://") for path in overrides):
