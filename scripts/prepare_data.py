@@ -83,6 +83,31 @@ def upload(root: Path, bucket: str, prefix: str, s3) -> tuple[int, int]:
     return len(todo), len(files) - len(todo)
 
 
+def channel_counts(names: list[str]) -> dict[str, int]:
+    """Files per channel among relative paths (a channel is any train/valid/test folder on the path)."""
+    counts = {c: 0 for c in CHANNELS}
+    for name in names:
+        channel = next((part for part in name.split("/")[:-1] if part in CHANNELS), None)
+        if channel and not name.endswith("/"):
+            counts[channel] += 1
+    return {c: n for c, n in counts.items() if n}
+
+
+def dry_run_plan(source: str, work: Path, destination: str) -> str:
+    """What a run would do, from what is already on this machine: no download, no unpacking, no S3 call."""
+    if source.startswith(("https://", "http://")):
+        return (f"would download {source} to {work / Path(source).name}, check its CRCs, unzip it and upload "
+                f"train/ valid/ test/ to {destination} (dry run: nothing downloaded)")
+    path = Path(source)
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path) as zf:
+            counts = channel_counts(zf.namelist())
+    else:
+        root = find_root(path)
+        counts = channel_counts([p.relative_to(root.parent).as_posix() for p in root.rglob("*") if p.is_file()])
+    return f"channels in {source}: {counts}\nwould upload {sum(counts.values())} files to {destination} (dry run)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bucket", required=True)
@@ -92,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
     parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded; no S3 call")
     args = parser.parse_args(argv)
+    destination = f"s3://{args.bucket}/{args.prefix.strip('/')}/"
+    if args.dry_run:
+        print(dry_run_plan(args.source, args.work, destination))
+        return 0
     import boto3
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -103,12 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     root = find_root(tree)
     counts = {c: sum(1 for p in (root / c).rglob("*") if p.is_file()) for c in CHANNELS if (root / c).is_dir()}
     print(f"channels in {root}: {counts}")
-    if args.dry_run:
-        print(f"would upload {sum(counts.values())} files to s3://{args.bucket}/{args.prefix.rstrip('/')}/ (dry run)")
-        return 0
     uploaded, skipped = upload(root, args.bucket, args.prefix, boto3.client("s3", region_name=args.region))
     print(f"uploaded {uploaded} files, skipped {skipped} already in S3; "
-          f"use --data s3://{args.bucket}/{args.prefix.rstrip('/')}")
+          f"use --data {destination}")
     return 0
 
 

@@ -12,7 +12,8 @@ SageMaker Debugger image URIs for custom rule evaluators") our own LossNotDecrea
 VanishingGradient from container/imgclf/rules.py run beside them as custom rules.
 
 Debugger is closed to new AWS customers (2026-07-30); without it, the training job's own
-``rules`` hyperparameter runs the same checks inside the container.
+``rules`` hyperparameter runs the same checks inside the container. Every job on SageMaker also
+gets a TensorBoardOutputConfig (LocalPath /opt/ml/output/tensorboard, S3 under --output-path).
 """
 
 from __future__ import annotations
@@ -87,14 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     rules_source = f"{target.output_path}/debug-rules/rules.py" if args.custom_rule_image else None
     if rules_source and not target.local:
         if dry_run is None:
-            launch.upload_file(target, RULES_SOURCE, rules_source)
+            launch.upload_file(session, RULES_SOURCE, rules_source)
         else:
             print(f"--- would upload {RULES_SOURCE} to {rules_source}")
     # local mode drops Debugger settings: the rules hyperparameter checks the same things in the container
     settings = {} if target.local else debugger_settings(target.output_path, args.custom_rule_image, rules_source)
-    estimator = launch.estimator(target, session, hyperparameters, **settings)
+    tensorboard = launch.tensorboard_config(target.output_path)
+    name = launch.job_name()
+    estimator = launch.estimator(target, session, hyperparameters, name, tensorboard_output_config=tensorboard, **settings)
+    if tensorboard is not None:
+        print(f"TensorBoard: SageMaker uploads {tensorboard.container_local_output_path} under {tensorboard.s3_output_path} "
+              f"while the job runs; open it in SageMaker's TensorBoard app or: tensorboard --logdir {tensorboard.s3_output_path}")
     try:
-        estimator.fit(launch.channels(target), wait=dry_run is None)
+        estimator.fit(launch.channels(target), wait=dry_run is None, job_name=name)
     except Exception as e:  # botocore ClientError and friends
         if "debug" in str(e).lower() or "rule" in str(e).lower():
             print("SageMaker refused the Debugger settings (Debugger is closed to new AWS customers since "
@@ -102,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         raise
     if dry_run is not None:
-        launch.print_requests(dry_run)
+        dry_run.print()
         return 0
     for summary in estimator.latest_training_job.rule_job_summary():
         print(f"rule {summary['RuleConfigurationName']}: {summary['RuleEvaluationStatus']}")

@@ -29,13 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.local:
         raise launch.LaunchError("the SDK's local mode has no tuner; try train_debug.py --local for one job")
+    if args.spot:
+        raise launch.LaunchError("--spot is for train_debug.py: a tuning job's trials would share one checkpoint prefix "
+                                 "and resume from each other's checkpoints")
     target = launch.target_from(args)
     dry_run = launch.DryRun() if target.dry_run else None
     session = launch.session(target, dry_run)
     tuner = launch.tuner(launch.estimator(target, session, FIXED), args.max_jobs, args.max_parallel_jobs)
     tuner.fit(launch.channels(target), wait=dry_run is None)
     if dry_run is not None:
-        launch.print_requests(dry_run)
+        dry_run.print()
         return 0
     best = tuner.best_training_job()
     hyperparameters = tuner.best_estimator().hyperparameters()

@@ -1,9 +1,13 @@
-"""The launchers' SageMaker API requests, captured before anything is sent (no AWS here)."""
+"""The launchers' SageMaker API requests, captured before anything is sent (no AWS here), and the
+launchers and the SDK's own clients against the real image in local mode (docker)."""
 
 from __future__ import annotations
 
 import json
 import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,11 +22,32 @@ COMMON = ["--dry-run", "--image-uri", IMAGE, "--role", "arn:aws:iam::12345678901
           "--data", "s3://bucket/dogs", "--output-path", "s3://bucket/out"]
 
 
+@pytest.fixture
+def real_sockets() -> None:
+    """Requested by the tests that talk to a container or a closed port on loopback."""
+
+
+@pytest.fixture(autouse=True)
+def no_network(request, monkeypatch):
+    """Dry runs send nothing: in every other test any socket connection fails the test."""
+    if request.node.get_closest_marker("docker") or "real_sockets" in request.fixturenames:
+        return
+
+    def refuse(self, address, *args):
+        raise AssertionError(f"a dry-run test tried to connect to {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+def requests_of(out: str) -> list[tuple[str, dict]]:
+    parts = re.split(r"^--- ([\w-]+ \w+) \(not sent\)$", out, flags=re.M)[1:]
+    return [(name, json.loads(body)) for name, body in zip(parts[::2], parts[1::2])]
+
+
 def captured(capsys, main, argv) -> dict[str, dict]:
+    """The printed requests by operation name (the sagemaker ones without the service prefix)."""
     assert main(argv) == 0
-    out = capsys.readouterr().out
-    parts = re.split(r"^--- (\w+) \(not sent\)$", out, flags=re.M)[1:]
-    return {name: json.loads(body) for name, body in zip(parts[::2], parts[1::2])}
+    return {name.removeprefix("sagemaker "): body for name, body in requests_of(capsys.readouterr().out)}
 
 
 def test_debug_job_with_our_custom_rules(capsys):
@@ -30,7 +55,7 @@ def test_debug_job_with_our_custom_rules(capsys):
     assert train_debug.main(COMMON + ["--custom-rule-image", evaluator]) == 0
     out = capsys.readouterr().out
     assert "--- would upload " + str(train_debug.RULES_SOURCE) + " to s3://bucket/out/debug-rules/rules.py" in out
-    job = json.loads(re.split(r"^--- CreateTrainingJob \(not sent\)$", out, flags=re.M)[1])
+    job = dict(requests_of(out))["sagemaker CreateTrainingJob"]
     custom = {r["RuleConfigurationName"]: r for r in job["DebugRuleConfigurations"] if r["RuleEvaluatorImage"] == evaluator}
     assert set(custom) == {"ImgclfLossNotDecreasing", "ImgclfVanishingGradient"}
     loss = custom["ImgclfLossNotDecreasing"]
@@ -79,8 +104,12 @@ def test_debug_training_request(capsys):
     assert job["ProfilerConfig"]["ProfilingIntervalInMilliseconds"] == 500
     assert job["AlgorithmSpecification"]["TrainingImage"] == IMAGE
     assert job["EnableManagedSpotTraining"] is True
-    assert job["CheckpointConfig"]["S3Uri"] == "s3://bucket/out/checkpoints"
+    assert job["CheckpointConfig"]["S3Uri"] == f"s3://bucket/out/checkpoints/{job['TrainingJobName']}"  # its own only
     assert job["HyperParameters"]["batch-size"] == "256"
+    assert job["TensorBoardOutputConfig"] == {"LocalPath": "/opt/ml/output/tensorboard",
+                                              "S3OutputPath": "s3://bucket/out/tensorboard"}
+    assert [c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]] == [
+        "s3://bucket/dogs/train/", "s3://bucket/dogs/valid/", "s3://bucket/dogs/test/"]  # not dogs/validation/...
 
 
 def test_missing_settings_fail_in_one_line(capsys):
@@ -90,20 +119,119 @@ def test_missing_settings_fail_in_one_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
         tune.main(COMMON + ["--local"])
     assert "local mode has no tuner" in str(exit_info.value)
+    with pytest.raises(SystemExit, match="share one checkpoint prefix"):
+        tune.main(COMMON + ["--spot"])
 
 
-def test_deploy_request(capsys):
+DEPLOY = [a for a in COMMON if a not in ("--data", "s3://bucket/dogs")] + ["--endpoint", "dogs"]
+
+
+def test_deploy_request_on_cpu_has_no_ami(capsys):
     import deploy
 
-    argv = [a for a in COMMON if a not in ("--data", "s3://bucket/dogs")]
-    request = captured(capsys, deploy.main, argv + ["--model-data", "s3://bucket/out/job/output/model.tar.gz",
-                                                    "--endpoint", "dogs", "--instance-type", "ml.c5.xlarge"])
+    request = captured(capsys, deploy.main, DEPLOY + ["--model-data", "s3://bucket/out/job/output/model.tar.gz",
+                                                      "--instance-type", "ml.c5.xlarge"])
     assert list(request) == ["CreateModel", "CreateEndpointConfig", "CreateEndpoint"]
     container = request["CreateModel"]["PrimaryContainer"]
     assert (container["Image"], container["ModelDataUrl"]) == (IMAGE, "s3://bucket/out/job/output/model.tar.gz")
     variant = request["CreateEndpointConfig"]["ProductionVariants"][0]
     assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.c5.xlarge", 1)
+    assert "InferenceAmiVersion" not in variant
     assert request["CreateEndpoint"]["EndpointName"] == "dogs"
+
+
+def test_deploy_by_job_name_on_gpu_with_autoscaling_shows_every_call(capsys):
+    import deploy
+
+    request = captured(capsys, deploy.main, DEPLOY + ["--model-data", "imgclf-2026-11-25-10-00-00-000",
+                                                      "--instance-type", "ml.g5.xlarge", "--autoscale-max", "4"])
+    assert list(request) == ["DescribeTrainingJob", "CreateModel", "CreateEndpointConfig", "CreateEndpoint",
+                             "application-autoscaling RegisterScalableTarget", "application-autoscaling PutScalingPolicy"]
+    assert request["CreateModel"]["PrimaryContainer"]["ModelDataUrl"] == "<S3ModelArtifacts of imgclf-2026-11-25-10-00-00-000>"
+    variant = request["CreateEndpointConfig"]["ProductionVariants"][0]
+    assert variant["InferenceAmiVersion"] == "al2023-ami-sagemaker-inference-gpu-4-1"
+    target = request["application-autoscaling RegisterScalableTarget"]
+    assert (target["ResourceId"], target["MinCapacity"], target["MaxCapacity"]) == ("endpoint/dogs/variant/AllTraffic", 1, 4)
+    policy = request["application-autoscaling PutScalingPolicy"]["TargetTrackingScalingPolicyConfiguration"]
+    assert policy["PredefinedMetricSpecification"]["PredefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"
+
+
+def test_delete_dry_run_shows_every_call(capsys):
+    import deploy
+
+    request = captured(capsys, deploy.main, DEPLOY + ["--delete"])
+    assert list(request) == ["DescribeEndpoint", "DescribeEndpointConfig", "DeleteEndpoint", "DeleteEndpointConfig",
+                             "DeleteModel"]
+    assert request["DeleteEndpointConfig"]["EndpointConfigName"] == "<EndpointConfigName of dogs>"
+
+
+TRANSFORM = [a for a in COMMON if a not in ("--data", "s3://bucket/dogs")] + [
+    "--model-data", "s3://bucket/out/job/output/model.tar.gz", "--input", "s3://bucket/photos", "--output-path",
+    "s3://bucket/predictions"]
+
+
+def test_transform_request_on_gpu(capsys):
+    import transform
+
+    request = captured(capsys, transform.main, TRANSFORM + ["--instance-type", "ml.g4dn.xlarge", "--instance-count", "3"])
+    assert list(request) == ["CreateModel", "CreateTransformJob"]
+    job = request["CreateTransformJob"]
+    assert job["ModelName"] == request["CreateModel"]["ModelName"]
+    assert job["TransformInput"] == {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://bucket/photos/"}},
+                                     "ContentType": "application/x-image", "SplitType": "None"}
+    assert job["TransformOutput"] == {"S3OutputPath": "s3://bucket/predictions", "Accept": "application/json"}
+    assert job["BatchStrategy"] == "SingleRecord"
+    assert job["TransformResources"] == {"InstanceCount": 3, "InstanceType": "ml.g4dn.xlarge",
+                                         "TransformAmiVersion": "al2-ami-sagemaker-batch-gpu-535"}
+    assert "MaxConcurrentTransforms" not in job and "MaxPayloadInMB" not in job  # SageMaker asks /execution-parameters
+
+
+def test_transform_request_on_cpu_with_limits(capsys):
+    import transform
+
+    request = captured(capsys, transform.main, TRANSFORM + ["--instance-type", "ml.c5.xlarge", "--max-concurrent-transforms",
+                                                            "4", "--max-payload-mb", "10"])
+    job = request["CreateTransformJob"]
+    assert job["TransformResources"] == {"InstanceCount": 1, "InstanceType": "ml.c5.xlarge"}
+    assert (job["MaxConcurrentTransforms"], job["MaxPayloadInMB"]) == (4, 10)
+
+
+def test_dry_run_fails_closed():
+    """A request that got past the dry run's answer is refused before it reaches the network."""
+    import boto3
+
+    import launch
+
+    dry_run = launch.DryRun()
+    boto_session = boto3.Session(region_name="us-east-1")
+    dry_run.attach(boto_session)
+    boto_session.events.unregister("before-call", dry_run._answer)
+    with pytest.raises(launch.DryRunLeak, match="ListModels"):
+        boto_session.client("sagemaker").list_models()
+
+
+def test_user_sdk_config_is_merged_not_replaced(capsys, tmp_path, monkeypatch):
+    """The user's SDK defaults (here a KMS key and tags for training jobs) still apply, and telemetry is off."""
+    import launch
+
+    user = tmp_path / "config.yaml"
+    user.write_text("SchemaVersion: '1.0'\nSageMaker:\n  TrainingJob:\n    OutputDataConfig:\n      KmsKeyId: alias/mine\n"
+                    "    Tags:\n    - Key: team\n      Value: vision\n")
+    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(user))
+    config = launch.sdk_config(dry_run=True)
+    assert config["SageMaker"]["PythonSDK"]["Modules"]["TelemetryOptOut"] is True
+    assert config["SageMaker"]["TrainingJob"]["OutputDataConfig"]["KmsKeyId"] == "alias/mine"
+    job = captured(capsys, train_debug.main, COMMON)["CreateTrainingJob"]
+    assert job["OutputDataConfig"]["KmsKeyId"] == "alias/mine"
+    assert {"Key": "team", "Value": "vision"} in job["Tags"]
+    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", "s3://bucket/config.yaml")
+    with pytest.raises(SystemExit, match="config is in S3"):
+        launch.sdk_config(dry_run=True)
+
+
+def test_local_and_dry_run_together_are_refused():
+    with pytest.raises(SystemExit, match="--local sends none"):
+        train_debug.main(COMMON + ["--local"])
 
 
 def local_target(image: str, output: Path, data: Path, instance_count: int = 1, distributed: bool = False):
@@ -128,7 +256,7 @@ def test_local_mode_round_trip(image, tmp_path, sample_data):
     model_data = estimator.model_data
     assert model_data.startswith("file://") and model_data.endswith("model.tar.gz")
 
-    launch.deploy(target, session, model_data, "imgclf-local-test", "local", wait=True)
+    launch.deploy(target, session, model_data, "imgclf-local-test", wait=True)
     try:
         png = sorted((sample_data / "test" / "004.three").iterdir())[0].read_bytes()
         answer = launch.predict(session, "imgclf-local-test", png, "image/png", 3)
@@ -190,11 +318,235 @@ def test_prepare_data_unzips_verifies_and_uploads_once(tmp_path, sample_data, ca
     assert f"would upload {files} files to s3://data/digits/" in capsys.readouterr().out
 
 
+def test_prepare_data_dry_run_downloads_nothing(capsys, tmp_path):
+    import prepare_data
+
+    assert prepare_data.main(["--bucket", "data", "--dry-run", "--work", str(tmp_path)]) == 0
+    assert f"would download {prepare_data.DOGS_URL}" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())
+
+
 def test_invoke_dry_run(capsys, sample_data):
     import invoke
 
     image = sorted((sample_data / "test" / "004.three").iterdir())[0]
     assert invoke.main([str(image), "--endpoint", "dogs", "--top-k", "2", "--dry-run"]) == 0
-    request = json.loads(capsys.readouterr().out)
-    assert request["EndpointName"] == "dogs" and request["ContentType"] == "image/png"
-    assert request["CustomAttributes"] == "top_k=2"
+    [(name, request)] = requests_of(capsys.readouterr().out)
+    assert name == "sagemaker-runtime InvokeEndpoint"
+    assert request == {"EndpointName": "dogs", "ContentType": "image/png", "Accept": "application/json",
+                       "CustomAttributes": "top_k=2", "Body": f"<{image.stat().st_size} bytes>"}
+
+
+def run_invoke(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """scripts/invoke.py as a user runs it."""
+    import os
+
+    from conftest import REPO
+
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "invoke.py"), *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})})
+
+
+def test_invoke_to_a_closed_port_fails_in_one_line(sample_data, real_sockets):
+    image = sorted((sample_data / "test" / "004.three").iterdir())[0]
+    result = run_invoke(str(image), "--endpoint", "dogs", env={"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": "http://127.0.0.1:9"})
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if "sagemaker.config INFO" not in line]
+    assert lines == ['error: endpoint dogs: Could not connect to the endpoint URL: '
+                     '"http://127.0.0.1:9/endpoints/dogs/invocations"'], result.stderr
+
+
+# --- The SDK's and boto3's own clients against the real image in local mode (it serves on 127.0.0.1:8080).
+
+LOCAL_ROLE = "arn:aws:iam::000000000000:role/local-mode"
+
+
+@pytest.fixture(scope="module")
+def model_tar(trained, tmp_path_factory) -> Path:
+    """The model.tar.gz SageMaker would make of the sample-data model that `train` left."""
+    import tarfile
+
+    base, _ = trained
+    tar = tmp_path_factory.mktemp("model") / "model.tar.gz"
+    with tarfile.open(tar, "w:gz") as archive:
+        for path in sorted((base / "model").iterdir()):
+            archive.add(path, arcname=path.name)
+    return tar
+
+
+@pytest.fixture(scope="module")
+def jpeg_folder(sample_data, tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """Two test images of every class as JPEGs in one folder (local mode reads only a folder's own
+    files, not its subfolders); their names and expected labels."""
+    from PIL import Image
+
+    root, expected = tmp_path_factory.mktemp("photos"), {}
+    for class_dir in sorted((sample_data / "test").iterdir()):
+        label = class_dir.name.split(".", 1)[1].replace("_", " ")
+        for png in sorted(class_dir.iterdir())[:2]:
+            name = f"{label}_{png.stem}.jpg"
+            Image.open(png).convert("RGB").save(root / name, quality=95)
+            expected[name] = label
+    return root, expected
+
+
+def labels_in(output: Path) -> dict[str, str]:
+    """The top label of every <image>.out JSON document under output."""
+    return {out.relative_to(output).as_posix().removesuffix(".out"): json.loads(out.read_text())["predictions"][0][0]["label"]
+            for out in output.rglob("*.out")}
+
+
+def check_transform_output(output: Path, expected: dict[str, str]) -> None:
+    """One .out per image, each its own; the sample model is right on 98.9 % of the test set, so at
+    most 2 of the 20 may be a wrong guess (on this machine it is 1: a four read as a five)."""
+    labels = labels_in(output)
+    assert labels.keys() == expected.keys()
+    wrong = {name: label for name, label in labels.items() if label != expected[name]}
+    assert len(wrong) <= 2, wrong
+
+
+def local_session():
+    import launch
+
+    return launch.session(launch.Target("us-east-1", local=True))
+
+
+@pytest.fixture
+def stops_local_containers(image):
+    """Local mode leaves its serving container running when a transform fails: stop what the test started."""
+    def running() -> set[str]:
+        listing = subprocess.run(["docker", "ps", "-q", "--filter", f"ancestor={image}"], capture_output=True, text=True)
+        return set(listing.stdout.split())
+
+    before = running()
+    yield
+    for container in running() - before:
+        subprocess.run(["docker", "stop", "-t", "10", container], capture_output=True)
+
+
+@pytest.mark.docker
+def test_local_batch_transform_with_the_sdk_defaults(image, model_tar, jpeg_folder, tmp_path, stops_local_containers):
+    """The SDK's Transformer as a user writes it: no Accept, SplitType None, one JPEG per record. Only
+    BatchStrategy is given: SDK 2.257's local mode takes the container's /execution-parameters answer
+    (SINGLE_RECORD, AWS's spelling for containers) for an invalid strategy and fails the job."""
+    from sagemaker.model import Model
+
+    folder, expected = jpeg_folder
+    model = Model(image_uri=image, model_data=f"file://{model_tar}", role=LOCAL_ROLE, sagemaker_session=local_session())
+    transformer = model.transformer(instance_count=1, instance_type="local", output_path=f"file://{tmp_path}",
+                                    strategy="SingleRecord")
+    transformer.transform(f"file://{folder}", content_type="image/jpeg", wait=True, logs=False)  # logs: CloudWatch
+    check_transform_output(tmp_path, expected)
+
+
+@pytest.mark.docker
+def test_transform_launcher_in_local_mode(image, model_tar, jpeg_folder, tmp_path, capsys, stops_local_containers):
+    import transform
+
+    folder, expected = jpeg_folder
+    assert transform.main(["--local", "--image-uri", image, "--model-data", f"file://{model_tar}",
+                           "--input", str(folder), "--output-path", str(tmp_path)]) == 0
+    assert f"{len(expected)} of {len(expected)} images classified" in capsys.readouterr().out
+    check_transform_output(tmp_path, expected)
+
+
+@pytest.fixture(scope="module")
+def local_endpoint(image, model_tar):
+    """The image serving the sample-data model through the SDK's local mode (Model.deploy)."""
+    import launch
+
+    session, name = local_session(), "imgclf-clients-test"
+    target = launch.Target("us-east-1", image_uri=image, role=LOCAL_ROLE, local=True)
+    launch.deploy(target, session, f"file://{model_tar}", name, wait=True)
+    yield session, name
+    launch.delete_endpoint(session, name)
+
+
+@pytest.mark.docker
+def test_sdk_predictor_with_its_default_serializers(local_endpoint, jpeg_folder):
+    from sagemaker.predictor import Predictor
+
+    session, name = local_endpoint
+    folder, expected = jpeg_folder
+    for relative, label in list(expected.items())[::5]:
+        answer = Predictor(name, sagemaker_session=session).predict((folder / relative).read_bytes())
+        assert json.loads(answer)["predictions"][0][0]["label"] == label  # octet-stream in, Accept */*
+
+
+class RuntimeFrontEnd:
+    """Stands in, on loopback, for SageMaker's runtime front end: POST /endpoints/NAME/invocations goes
+    to the container's /invocations with the headers SageMaker passes on (Content-Type, Accept when
+    the caller sent one, custom attributes); records what the client sent."""
+
+    FORWARDED = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
+
+    def __init__(self, container_port: int = 8080):
+        import http.server
+        import threading
+
+        self.seen: list[dict] = []
+        front = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                front.seen.append({"path": self.path, **{k: self.headers[k] for k in front.FORWARDED if k in self.headers}})
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status, content_type, data = front.forward(body, self.headers, container_port)
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def forward(self, body: bytes, headers, port: int) -> tuple[int, str, bytes]:
+        import http.client
+
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request("POST", "/invocations", body, {k: headers[k] for k in self.FORWARDED if k in headers})
+        response = connection.getresponse()
+        data = response.read()
+        connection.close()
+        return response.status, response.getheader("Content-Type", "application/octet-stream"), data
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.docker
+def test_boto3_invoke_endpoint(local_endpoint, jpeg_folder):
+    import boto3
+
+    _, name = local_endpoint
+    folder, expected = jpeg_folder
+    relative, label = next(iter(expected.items()))
+    front = RuntimeFrontEnd()
+    try:
+        runtime = boto3.client("sagemaker-runtime", region_name="us-east-1", endpoint_url=front.url)
+        response = runtime.invoke_endpoint(EndpointName=name, Body=(folder / relative).read_bytes(), ContentType="image/jpeg")
+        assert response["ContentType"] == "application/json"
+        assert json.loads(response["Body"].read())["predictions"][0][0]["label"] == label
+        attributes = runtime.invoke_endpoint(EndpointName=name, Body=(folder / relative).read_bytes(),
+                                             ContentType="image/jpeg", Accept="application/json", CustomAttributes="top_k=2")
+        assert len(json.loads(attributes["Body"].read())["predictions"][0]) == 2
+    finally:
+        front.close()
+    assert front.seen[0] == {"path": f"/endpoints/{name}/invocations", "Content-Type": "image/jpeg"}  # boto3 sends no Accept
+
+
+@pytest.mark.docker
+def test_invoke_script_really_sends_to_the_local_endpoint(local_endpoint, jpeg_folder):
+    _, name = local_endpoint
+    folder, expected = jpeg_folder
+    relative, label = next(iter(expected.items()))
+    result = run_invoke(str(folder / relative), "--endpoint", name, "--local", "--top-k", "2")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if re.match(r"\d+\. ", line)]  # not the SDK's INFO lines
+    assert len(lines) == 2 and lines[0].startswith(f"1. {label}  ") and lines[1].startswith("2. "), result.stdout
