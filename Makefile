@@ -49,7 +49,7 @@ train-demo: venv sample-data
 # TensorBoard gets a venv of its own: .venv keeps protobuf 3.20.3 for smdebug, and 2.21 needs protobuf>=6.31.
 tensorboard:  ## serve make demo's TensorBoard event files (or LOGDIR=...) on 127.0.0.1:6006
 	test -x build/tensorboard/bin/tensorboard || { $(PYTHON) -m venv build/tensorboard && build/tensorboard/bin/pip install -q tensorboard==2.21.0; }
-	build/tensorboard/bin/tensorboard --logdir $(or $(LOGDIR),build/demo/output/tensorboard) --host 127.0.0.1 --port 6006
+	build/tensorboard/bin/tensorboard --logdir $(or $(LOGDIR),build/demo/output/data/tensorboard) --host 127.0.0.1 --port 6006
 
 test: venv nginx  ## run the test suite
 	$(PY) -m pytest tests

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import launch
 
-FIXED = {"arch": "resnet50", "pretrained": "true"}
+# tensorboard=true: the tuning API takes no TensorBoardOutputConfig, so each trial writes its event
+# files into its own output.tar.gz (tensorboard/) instead.
+FIXED = {"arch": "resnet50", "pretrained": "true", "tensorboard": "true"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     hyperparameters = tuner.best_estimator().hyperparameters()
     chosen = {k: v for k, v in hyperparameters.items() if not k.startswith(("_", "sagemaker_"))}
     args.best.write_text(json.dumps(chosen, indent=1))
-    print(f"best job {best}: {json.dumps(chosen)} (written to {args.best})")
+    print(f"best job {best}: {json.dumps(chosen)} (written to {args.best}); each trial's TensorBoard event "
+          f"files are in tensorboard/ of its output.tar.gz under {target.output_path}")
     return 0
 
 

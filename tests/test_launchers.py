@@ -88,6 +88,7 @@ def test_tuner_request(capsys):
     line = metrics.metric_line("epoch=2/3", "valid", {"loss": 0.5, "accuracy": 0.8125, "seconds": 3.0, "images_per_sec": 9.0})
     assert float(re.search(regex, line).group(1)) == 0.8125
     assert definition["StaticHyperParameters"]["arch"] == "resnet50"
+    assert definition["StaticHyperParameters"]["tensorboard"] == "true"  # per trial, in its output.tar.gz
     assert [c["ChannelName"] for c in definition["InputDataConfig"]] == ["train", "valid", "test"]
     assert "DebugHookConfig" not in json.dumps(job)  # no default hook on tuning jobs
 

@@ -116,23 +116,24 @@ def test_histograms_images_hparams_and_profile(board_job):
 
 
 def test_where_the_event_files_go(tmp_path):
-    config_dir, output = tmp_path / "config", tmp_path / "output"
+    config_dir, output, data = tmp_path / "config", tmp_path / "output", tmp_path / "output" / "data"
     config_dir.mkdir()
-    assert log_dir("auto", config_dir, output) is None
-    assert log_dir("true", config_dir, output) == output / "tensorboard"
+    assert log_dir("auto", config_dir, output, data) is None
+    assert log_dir("true", config_dir, output, data) == data / "tensorboard"  # in output.tar.gz: one per tuning trial
     (config_dir / CONFIG_FILE).write_text(json.dumps({"S3OutputPath": "s3://b/p"}))  # LocalPath is optional
-    assert log_dir("auto", config_dir, output) == output / "tensorboard"
+    assert log_dir("auto", config_dir, output, data) == output / "tensorboard"
+    assert log_dir("true", config_dir, output, data) == output / "tensorboard"
     (config_dir / CONFIG_FILE).write_text(json.dumps({"LocalPath": "/somewhere/tb", "S3OutputPath": "s3://b/p"}))
-    assert log_dir("auto", config_dir, output) == Path("/somewhere/tb")
-    assert log_dir("false", config_dir, output) is None
+    assert log_dir("auto", config_dir, output, data) == Path("/somewhere/tb")
+    assert log_dir("false", config_dir, output, data) is None
     (config_dir / CONFIG_FILE).write_text("[1, 2")
     with pytest.raises(ConfigError, match="tensorboardoutputconfig.json is not a JSON object with a LocalPath"):
-        log_dir("auto", config_dir, output)
+        log_dir("auto", config_dir, output, data)
 
 
 def test_no_config_means_no_event_files(trained):
     base, output = trained
-    assert not (base / "output" / "tensorboard").exists()
+    assert not (base / "output" / "tensorboard").exists() and not (base / "output" / "data" / "tensorboard").exists()
     assert "TensorBoard" not in output
 
 

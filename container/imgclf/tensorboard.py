@@ -46,14 +46,16 @@ EPOCH_CHARTS = {"epoch": {"loss": ["Multiline", ["epoch/train_loss", "epoch/vali
 HPARAM_METRICS = ("epoch/valid_accuracy", "epoch/valid_loss", "final/test_accuracy", "final/test_loss", "final/best_epoch")
 
 
-def log_dir(setting: str, config_dir: Path, output_dir: Path) -> Path | None:
+def log_dir(setting: str, config_dir: Path, output_dir: Path, output_data_dir: Path) -> Path | None:
     """Where the event files go: ``auto`` writes when SageMaker's config file is there, ``true``
-    always (its LocalPath, else output_dir/tensorboard), ``false`` never."""
+    always, ``false`` never. With the file: its LocalPath (SageMaker's default output_dir/tensorboard).
+    Without it: output_data_dir/tensorboard, which SageMaker uploads in the job's output.tar.gz, so
+    every tuning trial (the tuning API takes no TensorBoardOutputConfig) keeps its own."""
     config = config_dir / CONFIG_FILE
     if setting == "false" or (setting == "auto" and not config.is_file()):
         return None
     if not config.is_file():
-        return output_dir / DEFAULT_DIR
+        return output_data_dir / DEFAULT_DIR
     try:
         local_path = json.loads(config.read_text()).get("LocalPath") or str(output_dir / DEFAULT_DIR)
     except (ValueError, AttributeError) as e:
@@ -64,7 +66,7 @@ def log_dir(setting: str, config_dir: Path, output_dir: Path) -> Path | None:
 def open_board(hp: Hyperparameters, env: TrainingEnv, is_main: bool, spec: ImageSpec, monitor: RuleMonitor,
                optimizer: torch.optim.Optimizer) -> Board:
     """The job's board: writing on rank 0 when the job asks for TensorBoard, else doing nothing."""
-    directory = log_dir(hp.tensorboard, env.input_config_dir, env.output_dir) if is_main else None
+    directory = log_dir(hp.tensorboard, env.input_config_dir, env.output_dir, env.output_data_dir) if is_main else None
     return Board(directory, spec, monitor, optimizer, hp.batch_size, hparams_of(hp))
 
 
