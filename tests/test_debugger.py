@@ -153,6 +153,29 @@ def test_rule_functions():
     assert overfit([1.0], [0.8]) is False
 
 
+def test_monitor_reads_fp16_gradients_unscaled():
+    """GradScaler.step unscales the gradients in place, so the monitor (called after it) must not
+    divide by the scale again: with a 2**16 scale that would make every gradient look vanishing."""
+    import torch
+
+    from imgclf.monitor import RuleMonitor
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    loss = model(torch.randn(8, 4)).square().mean()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    expected = max(p.grad.abs().mean().item() for p in model.parameters())
+    assert expected > 1e-3  # the plain gradient, not 2**16 times it
+    monitor = RuleMonitor(["vanishing_gradient"], stop=False, steps_per_epoch=10)
+    monitor.after_step(loss, model)
+    assert monitor.series["grad_max"] == [pytest.approx(expected)]
+    assert monitor.firings == []
+
+
 def test_monitor_sees_vanishing_gradients_and_overfitting():
     import torch
 
@@ -162,12 +185,9 @@ def test_monitor_sees_vanishing_gradients_and_overfitting():
     monitor = RuleMonitor(["vanishing_gradient", "overfit"], stop=False, steps_per_epoch=10)
     for p in model.parameters():
         p.grad = torch.full_like(p, 1e-9)
-    assert monitor.after_step(torch.tensor(1.0), model, lambda: 1.0) is False
+    assert monitor.after_step(torch.tensor(1.0), model) is False
     assert [f["rule"] for f in monitor.firings] == ["vanishing_gradient"]
-    for p in model.parameters():
-        p.grad = torch.full_like(p, 4e-9)
-    monitor.after_step(torch.tensor(1.0), model, lambda: 64.0)  # fp16 grads are scaled: 4e-9 / 64 is still tiny
-    assert len(monitor.firings) == 2
+    assert len(monitor.firings) == 1
     for train, valid in ((1.0, 0.8), (0.5, 0.6), (0.3, 0.7)):
         monitor.after_epoch(train, valid)
     assert monitor.firings[-1]["rule"] == "overfit" and monitor.firings[-1]["epoch"] == 3

@@ -178,7 +178,7 @@ for epoch in range(1, 31):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        monitor.after_step(loss, model, lambda: 1.0)
+        monitor.after_step(loss, model)
         board.after_step(loss)
     board.after_epoch({"epoch": epoch, "train": {"loss": 1.0, "accuracy": 0.5}}, model)
 print("trained", epoch, "epochs, board active:", board.active)

@@ -55,8 +55,9 @@ class RuleMonitor:
     def should_stop(self) -> bool:
         return self.stopped_at is not None
 
-    def after_step(self, loss: torch.Tensor, model: nn.Module, grad_scale: Callable[[], float]) -> bool:
-        """Record one optimizer step; True when the job should stop now."""
+    def after_step(self, loss: torch.Tensor, model: nn.Module) -> bool:
+        """Record one optimizer step (after it: fp16's GradScaler.step has already unscaled the
+        gradients in place); True when the job should stop now."""
         self.step += 1
         if not self.names:
             return False
@@ -67,8 +68,7 @@ class RuleMonitor:
         self._losses = []
         grads = [p.grad.detach().abs().mean().float().view(1) for p in model.parameters() if p.grad is not None]
         values = torch.cat([loss_mean, *grads]).tolist()  # one device sync per interval
-        scale = grad_scale()
-        grad_means = [g / scale for g in values[1:]]
+        grad_means = values[1:]
         self.series["step"].append(self.step)
         self.series["loss"].append(values[0])
         self.series["grad_min"].append(min(grad_means, default=0.0))

@@ -121,8 +121,7 @@ class Job:
         """True when a rule stops training now."""
         if self.profiler is not None:
             self.profiler.step()
-        scaler = self.state.scaler
-        stop = self.state.monitor.after_step(loss, self.state.model, scaler.get_scale if scaler.is_enabled() else lambda: 1.0)
+        stop = self.state.monitor.after_step(loss, self.state.model)
         self.board.after_step(loss)
         return stop
 
