@@ -139,9 +139,24 @@ def test_a_stop_during_the_checkpoint_write_finishes_it_then_stops(tmp_path):
                 os.kill(os.getpid(), signal.SIGTERM)
                 written.append(Checkpoints(tmp_path, SETTINGS).save(state(1)))
         assert written and (tmp_path / "last.pt").is_file()
+        stopping.install()
         with pytest.raises(stopping.Interrupted):  # outside such a block, at once
             os.kill(os.getpid(), signal.SIGTERM)
             signal.pause()
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def test_a_second_sigterm_does_not_interrupt_the_stop(tmp_path):
+    """Under torchrun the program hears SIGTERM twice: from `train` and from torchrun."""
+    stopping.install()
+    try:
+        with pytest.raises(stopping.Interrupted):
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.pause()
+        os.kill(os.getpid(), signal.SIGTERM)  # while the failure reason is being written
+        atomic.write_text(tmp_path / "failure", "stopped by SIGTERM")
+        assert (tmp_path / "failure").read_text() == "stopped by SIGTERM"
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 

@@ -1,6 +1,10 @@
 """SIGTERM (SageMaker's stop, a spot reclaim) in the training program: an exception raised where
 the program is, except inside ``finish_first()`` blocks (the checkpoint write), which complete and
-then stop. SageMaker waits 120 s before SIGKILL; a checkpoint takes about a second."""
+then stop. SageMaker waits 120 s before SIGKILL; a checkpoint takes about a second.
+
+The stop is raised once: under torchrun the program hears SIGTERM twice (from the image's `train`,
+which signals every process under it, and again from torchrun), and the second must not cut short
+the failure reason the first one is writing."""
 
 from __future__ import annotations
 
@@ -18,18 +22,29 @@ class Interrupted(BaseException):
 
 _depth = 0
 _pending: str | None = None
+_raised = False
+
+
+def _raise(name: str) -> None:
+    global _raised
+    _raised = True
+    raise Interrupted(name)
 
 
 def _handler(signum: int, _frame) -> None:
     global _pending
     name = signal.Signals(signum).name
+    if _raised:
+        return
     if _depth:
         _pending = name
     else:
-        raise Interrupted(name)
+        _raise(name)
 
 
 def install() -> None:
+    global _depth, _pending, _raised
+    _depth, _pending, _raised = 0, None, False
     signal.signal(signal.SIGTERM, _handler)
 
 
@@ -44,7 +59,7 @@ def finish_first() -> Iterator[None]:
         _depth -= 1
     if _pending and not _depth:
         name, _pending = _pending, None
-        raise Interrupted(name)
+        _raise(name)
 
 
 def ignore_in_worker(_worker_id: int) -> None:
