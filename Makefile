@@ -15,7 +15,7 @@ GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # TORCH_INDEX_URL, TORCH_VERSION, TORCHVISION_VERSION (another torch CUDA flavour: README, build choices)
 BUILD_ARGS := $(foreach v,BASE_IMAGE BUILDER_IMAGE WITH_COMPILER PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST TORCH_INDEX_URL TORCH_VERSION TORCHVISION_VERSION,$(if $($(v)),--build-arg $(v)="$($(v))"))
 
-.PHONY: help venv nginx sample-data demo train-demo tensorboard test clean build push train-local serve-local predict image-local bench audit
+.PHONY: help venv nginx sample-data demo train-demo tensorboard test test-fast clean build push train-local serve-local predict image-local bench audit
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,8 +51,11 @@ tensorboard:  ## serve make demo's TensorBoard event files (or LOGDIR=...) on 12
 	test -x build/tensorboard/bin/tensorboard || { $(PYTHON) -m venv build/tensorboard && build/tensorboard/bin/pip install -q tensorboard==2.21.0; }
 	build/tensorboard/bin/tensorboard --logdir $(or $(LOGDIR),build/demo/output/data/tensorboard) --host 127.0.0.1 --port 6006
 
-test: venv nginx  ## run the test suite
+test: venv nginx  ## run the test suite (about 16 minutes on our 2-core machines, the docker tests included)
 	$(PY) -m pytest tests
+
+test-fast: venv nginx  ## the in-process tests only (no training, no server, no docker): well under a minute
+	$(PY) -m pytest tests -m "not slow and not docker" --durations=5
 
 build:  ## build the image $(IMAGE):$(TAG) (also tagged with the git sha)
 	@if [ -n "$(CA_BUNDLE)" ]; then cp "$(CA_BUNDLE)" docker/ca/ca.pem; fi

@@ -34,6 +34,18 @@ FAST = {"arch": "resnet18", "pretrained": "false", "image-size": "32", "batch-si
         "random-crop-min-scale": "0.6", "horizontal-flip": "false", "epochs": "1"}
 
 
+# `make test-fast` runs the tests not marked slow (in-process logic, seconds in all). A test is slow
+# when it trains, starts `serve` or runs the image: through one of these fixtures, or marked itself.
+SLOW_FIXTURES = {"sample_data", "tiny_data", "trained", "server", "attacked", "hurried", "board_job", "image",
+                 "model_tar", "local_endpoint", "test_dir", "trained_in_docker"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sample_data")

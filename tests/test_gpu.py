@@ -303,6 +303,7 @@ def test_train_fails_with_the_reason_on_an_unusable_gpu_host_and_runs_with_the_o
     assert "device cpu" in output
 
 
+@pytest.mark.slow  # starts processes
 def test_serve_fails_ping_with_the_reason_on_an_unusable_gpu_host(tmp_path):
     classes = [ClassInfo(i, f"{i:03d}.c{i}", f"c{i}") for i in range(3)]
     spec = ModelSpec("resnet18", 3, 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

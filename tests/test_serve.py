@@ -181,6 +181,7 @@ def test_access_log_has_latency_but_no_payload(server, sample_data):
     assert "c2VjcmV0LXBheWxvYWQ" not in log and "secret-payload" not in log
 
 
+@pytest.mark.slow  # starts processes
 def test_ping_is_503_while_loading_then_200_and_sigterm_exits_cleanly(tmp_path):
     """A ResNet-50 at 224 px takes seconds to load and warm up on this CPU: ping must say so."""
     model_dir = tmp_path / "model"
@@ -206,6 +207,7 @@ def test_ping_is_503_while_loading_then_200_and_sigterm_exits_cleanly(tmp_path):
     assert "Shutting down: Master" in server.log()
 
 
+@pytest.mark.slow  # starts processes
 def test_ping_is_500_with_reason_when_the_model_cannot_load(tmp_path):
     server = ServeProcess(tmp_path / "nothing", tmp_path / "serve.log")
     try:

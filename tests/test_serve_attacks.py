@@ -270,6 +270,7 @@ def test_work_of_a_client_that_left_is_dropped(hurried):
     assert time.monotonic() - start < 2
 
 
+@pytest.mark.slow  # starts processes
 def test_model_dir_that_disagrees_with_itself_fails_ping(tmp_path):
     model_dir = small_model(tmp_path / "model")
     classes = json.loads((model_dir / CLASSES_FILE).read_text())

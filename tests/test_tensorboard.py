@@ -185,6 +185,7 @@ print("trained", epoch, "epochs, board active:", board.active)
 """
 
 
+@pytest.mark.slow  # starts processes
 def test_a_full_disk_stops_the_board_not_the_training(tmp_path):
     result = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path / "tb")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

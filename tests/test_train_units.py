@@ -69,6 +69,7 @@ def _write_many(target: str) -> None:
         atomic.write_bytes(Path(target), str(i).encode() * 1000, durable=False)
 
 
+@pytest.mark.slow  # starts processes
 def test_temp_names_are_unique_per_process(tmp_path):
     """Two hosts without the distributed flag used to race on one model.pt.tmp."""
     target = tmp_path / "model.pt"
