@@ -234,3 +234,23 @@ def test_host_wait_skips_one_host_and_bounds_several(monkeypatch):
     monkeypatch.setattr(toolkit, "_stop_requested", True)
     with pytest.raises(errors.ClientError, match="stopped by SIGTERM while waiting for host name.s. algo-2"):
         toolkit.wait_for_hosts(["localhost", "algo-2"], timeout=60)
+
+
+def test_a_stop_lands_between_loader_batches_not_inside_a_fetch():
+    """A DataLoader batch is handed over by its worker; a stop in mid hand-over makes the worker print
+    a traceback, so the stop waits for the fetch to finish."""
+    def batches():
+        yield 1
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the second batch is being fetched
+        yield 2
+        yield 3
+
+    stopping.install()
+    seen = []
+    try:
+        with pytest.raises(stopping.Interrupted):
+            for batch in stopping.between_items(batches()):
+                seen.append(batch)
+        assert seen == [1]  # the second fetch finished, then the stop, before anyone used it
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

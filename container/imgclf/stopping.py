@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class Interrupted(BaseException):
@@ -60,6 +63,22 @@ def finish_first() -> Iterator[None]:
     if _pending and not _depth:
         name, _pending = _pending, None
         _raise(name)
+
+
+def between_items(items: Iterable[T]) -> Iterator[T]:
+    """``items`` with a stop landing between two of them, never inside one's fetch: a DataLoader
+    batch arrives as a file descriptor its worker hands over, and a stop in mid hand-over leaves the
+    worker printing a traceback."""
+    iterator = iter(items)
+    while True:
+        with finish_first():
+            item = next(iterator, _END)
+        if item is _END:
+            return
+        yield item
+
+
+_END = object()
 
 
 def ignore_in_worker(_worker_id: int) -> None:

@@ -134,7 +134,7 @@ def train_one_epoch(job: Job, label: str) -> dict[str, float]:
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, start, loader = 0, time.perf_counter(), job.train_loader
     log_every = max(1, len(loader) // 10)
-    for step, batch in enumerate(loader, 1):
+    for step, batch in enumerate(stopping.between_items(loader), 1):
         inputs, targets = job.to_inputs(batch)
         targets = targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
@@ -176,7 +176,7 @@ def evaluate(job: Job, loader: DataLoader, confusion: torch.Tensor | None = None
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, start = 0, time.perf_counter()
-    for images, targets in loader:
+    for images, targets in stopping.between_items(loader):
         inputs = normalize(images, job.spec, device)
         targets = targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
