@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from .. import atomic
 from .codecs import encode_error
 
 READY, FAILED = "ready", "failed.json"
@@ -29,12 +30,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 class Health:
     def __init__(self, directory: Path, workers: int):
         self.directory = directory
@@ -42,7 +37,8 @@ class Health:
 
     def report(self, pid: int, state: str, error: str | None = None) -> None:
         """A worker's own state: loading, ready or failed (with the reason)."""
-        _write_atomic(self.directory / f"worker-{pid}.json", json.dumps({"state": state, "error": error}).encode())
+        state_file = self.directory / f"worker-{pid}.json"
+        atomic.write_bytes(state_file, json.dumps({"state": state, "error": error}).encode(), durable=False)
         self._publish()
 
     def forget(self, pid: int) -> None:
@@ -64,11 +60,11 @@ class Health:
             states = self._states()
             errors = [s["error"] for s in states if s["state"] == BROKEN]
             if errors:
-                _write_atomic(self.directory / FAILED, encode_error(500, errors[0]))
+                atomic.write_bytes(self.directory / FAILED, encode_error(500, errors[0]), durable=False)
             else:
                 (self.directory / FAILED).unlink(missing_ok=True)
             if not errors and sum(s["state"] == WARMED for s in states) >= self.workers:
-                _write_atomic(self.directory / READY, b"")
+                atomic.write_bytes(self.directory / READY, b"", durable=False)
             else:
                 (self.directory / READY).unlink(missing_ok=True)
         finally:
