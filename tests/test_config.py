@@ -1,8 +1,15 @@
 """Hyperparameter parsing as SageMaker's toolkit passes them (strings, kebab-case)."""
 
+import dataclasses
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from imgclf.config import ConfigError, Hyperparameters, TrainingEnv, parse_hyperparameters
+from imgclf.hyperparameters import HYPERPARAMETERS, markdown_table
 from imgclf.data import display_label
 
 
@@ -53,3 +60,31 @@ def test_channel_aliases(tmp_path):
                                                ("cats", "cats"), ("007", "007")])
 def test_display_label(folder, label):
     assert display_label(folder) == label
+
+
+def test_readme_holds_the_generated_hyperparameter_table():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert markdown_table() in readme, "README's table is stale: paste `python -m imgclf.hyperparameters` into it"
+    assert readme.count("| name | default | allowed |") == 1
+
+
+def test_each_shown_default_parses_to_the_default():
+    for declared in HYPERPARAMETERS:
+        if declared.default != "":  # resume-from: no job to resume is shown as (none)
+            assert declared.parser.convert(declared.default_text) == declared.default, declared.name
+    assert [f.name for f in dataclasses.fields(Hyperparameters)] == [h.field for h in HYPERPARAMETERS]
+
+
+@pytest.mark.parametrize("name", [h.name for h in HYPERPARAMETERS])
+def test_every_error_names_what_is_allowed(name):
+    declared = next(h for h in HYPERPARAMETERS if h.name == name)
+    with pytest.raises(ConfigError, match=f"^hyperparameter '{name}' = 'bo/gus' is invalid: expected "
+                                          f"{re.escape(declared.parser.allowed)}$"):
+        parse_hyperparameters([f"--{name}", "bo/gus"])
+
+
+def test_the_laptop_modules_import_no_torch():
+    """The launchers import imgclf.config and imgclf.metrics on laptops without torch."""
+    code = "import sys, imgclf.config, imgclf.metrics; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
