@@ -193,3 +193,36 @@ def test_monitor_sees_vanishing_gradients_and_overfitting():
     assert monitor.firings[-1]["rule"] == "overfit" and monitor.firings[-1]["epoch"] == 3
     stopping = RuleMonitor(["overfit"], stop=True, steps_per_epoch=10)
     assert [stopping.after_epoch(t, v) for t, v in ((1.0, 0.8), (0.5, 0.6), (0.3, 0.7))] == [False, False, True]
+
+
+def test_monitor_messages_say_why_each_rule_fired(caplog):
+    import torch
+
+    from imgclf.monitor import RuleMonitor
+
+    model = torch.nn.Linear(4, 2)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 1e-9)
+    monitor = RuleMonitor(["loss_not_decreasing", "vanishing_gradient", "overfit"], stop=False, steps_per_epoch=10)
+    for _ in range(40):  # interval 1, window 20: the 40th step compares two windows of 20
+        monitor.after_step(torch.tensor(2.0), model)
+    for train, valid in ((1.0, 0.8), (0.5, 0.6), (0.3, 0.7)):
+        monitor.after_epoch(train, valid)
+    first = {f["rule"]: f["message"] for f in reversed(monitor.firings)}
+    assert first == {
+        "loss_not_decreasing": "mean train loss of the last 20 steps (2) is not below that of the steps before (2)",
+        "vanishing_gradient": "every gradient's mean |value| is below 1e-07 (largest 1e-09)",
+        "overfit": "valid loss 0.7 is more than 10% above its best 0.6 while the train loss kept falling",
+    }
+    assert [f["step"] for f in monitor.firings if f["rule"] == "loss_not_decreasing"][0] == 40
+    logged = [r.getMessage() for r in caplog.records if r.name == "imgclf.monitor"]
+    assert "rule vanishing_gradient fired at step 1 (epoch 1): every gradient's mean |value| is below 1e-07 " \
+           "(largest 1e-09)" in logged
+
+
+def test_debugger_rule_parameters_are_checked():
+    pytest.importorskip("smdebug", reason="smdebug is in requirements-dev.txt; without it there is no Debugger rule")
+    from imgclf.rules import smdebug_rules
+
+    with pytest.raises(TypeError, match="LossNotDecreasing has no parameter"):
+        smdebug_rules()["LossNotDecreasing"](object(), windows="5")

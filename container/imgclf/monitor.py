@@ -21,12 +21,9 @@ from . import rules
 log = logging.getLogger(__name__)
 
 LOSS_WINDOW_MIN_STEPS = 20
-MIN_DECREASE = 0.0  # fire when the loss has not gone down at all
-GRADIENT_THRESHOLD = 1e-7
-OVERFIT_RATIO = 0.1
 
 
-def _same(value: torch.Tensor) -> torch.Tensor:
+def identity(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
@@ -36,7 +33,7 @@ class RuleMonitor:
         names: Sequence[str],
         stop: bool,
         steps_per_epoch: int,
-        reduce_mean: Callable[[torch.Tensor], torch.Tensor] = _same,
+        reduce_mean: Callable[[torch.Tensor], torch.Tensor] = identity,
     ):
         self.names = tuple(names)
         self.stop = stop
@@ -73,16 +70,8 @@ class RuleMonitor:
         self.series["loss"].append(values[0])
         self.series["grad_min"].append(min(grad_means, default=0.0))
         self.series["grad_max"].append(max(grad_means, default=0.0))
-
-        losses = self.series["loss"]
-        window = self.loss_window
-        if "loss_not_decreasing" in self.names and rules.loss_not_decreasing(losses, window, MIN_DECREASE):
-            before, recent = sum(losses[-2 * window : -window]) / window, sum(losses[-window:]) / window
-            self._fire("loss_not_decreasing", f"mean train loss of the last {window * self.interval} steps "
-                       f"({recent:.4g}) is not below that of the steps before ({before:.4g})")
-        if "vanishing_gradient" in self.names and rules.vanishing_gradient(grad_means, GRADIENT_THRESHOLD):
-            self._fire("vanishing_gradient", f"every gradient's mean |value| is below {GRADIENT_THRESHOLD:g} "
-                       f"(largest {max(grad_means):.3g})")
+        self._judge("step", rules.Seen(losses=self.series["loss"], steps_per_loss=self.interval,
+                                       gradient_means=grad_means))
         return self.should_stop
 
     def after_epoch(self, train_loss: float, valid_loss: float | None) -> bool:
@@ -90,12 +79,21 @@ class RuleMonitor:
         self.epochs["train_loss"].append(train_loss)
         if valid_loss is not None:
             self.epochs["valid_loss"].append(valid_loss)
-            train, valid = self.epochs["train_loss"][-len(self.epochs["valid_loss"]) :], self.epochs["valid_loss"]
-            if "overfit" in self.names and rules.overfit(train, valid, OVERFIT_RATIO):
-                self._fire("overfit", f"valid loss {valid[-1]:.4g} is more than {OVERFIT_RATIO:.0%} above its best "
-                           f"{min(valid):.4g} while the train loss kept falling")
+            valid = self.epochs["valid_loss"]
+            self._judge("epoch", rules.Seen(train_losses=self.epochs["train_loss"][-len(valid) :], valid_losses=valid))
         self.epoch += 1
         return self.should_stop
+
+    def _judge(self, when: str, seen: rules.Seen) -> None:
+        for rule in rules.RULES:
+            if rule.when == when and rule.name in self.names:
+                parameters = {**rule.parameters, **self._overrides(rule.name)}
+                if rule.check(seen, parameters):
+                    self._fire(rule.name, rule.message(seen, parameters))
+
+    def _overrides(self, name: str) -> dict:
+        # the loss window counts interval means here: half an epoch, at least LOSS_WINDOW_MIN_STEPS steps
+        return {"window": self.loss_window} if name == "loss_not_decreasing" else {}
 
     def _fire(self, rule: str, message: str) -> None:
         first = not any(f["rule"] == rule for f in self.firings)

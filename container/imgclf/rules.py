@@ -1,6 +1,8 @@
-"""Training-health rules, one implementation each: the same functions judge an smdebug trial
-(the custom rules below, for SageMaker Debugger) and the values the training loop keeps itself
-(imgclf.monitor, the ``rules`` hyperparameter).
+"""Training-health rules as a registry: each rule is one ``HealthRule`` (name, parameters, check,
+message, and how Debugger's trial feeds it), judged from the same ``Seen`` values whether they come
+from the training loop (imgclf.monitor, the ``rules`` hyperparameter) or from an smdebug trial
+(the custom rules built by ``smdebug_rules``, for SageMaker Debugger). Adding a rule means adding
+one entry to ``RULES``.
 
 This file imports nothing from the package, so it also works on its own as the ``source`` of a
 Debugger ``Rule.custom`` (scripts/train_debug.py): the rule container loads it and asks for
@@ -10,12 +12,10 @@ this module never imports smdebug.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from statistics import fmean
-
-# What the ``rules`` hyperparameter may name (imgclf.monitor checks them during training).
-TRAINING_RULES = ("loss_not_decreasing", "vanishing_gradient", "overfit")
+from typing import Any, NamedTuple
 
 
 def loss_not_decreasing(losses: Sequence[float], window: int = 20, min_decrease: float = 0.0) -> bool:
@@ -41,53 +41,128 @@ def overfit(train_losses: Sequence[float], valid_losses: Sequence[float], ratio:
     return valid_losses[-1] > valid_losses[best] * (1 + ratio) and train_losses[-1] < train_losses[best]
 
 
+class Seen:
+    """The values a rule judges, as training produced them so far. (A plain class: a dataclass
+    needs its module in sys.modules, which a file loaded on its own by Debugger need not be.)"""
+
+    def __init__(self, losses: list[float] | None = None, steps_per_loss: int = 1,
+                 gradient_means: list[float] | None = None, train_losses: list[float] | None = None,
+                 valid_losses: list[float] | None = None):
+        # train loss, one value per ``steps_per_loss`` steps
+        self.losses = [] if losses is None else losses
+        self.steps_per_loss = steps_per_loss
+        # each gradient tensor's mean |value| at the latest step
+        self.gradient_means = [] if gradient_means is None else gradient_means
+        # one value per epoch each, aligned
+        self.train_losses = [] if train_losses is None else train_losses
+        self.valid_losses = [] if valid_losses is None else valid_losses
+
+
+class HealthRule(NamedTuple):
+    name: str  # as the ``rules`` hyperparameter names it
+    when: str  # "step" or "epoch": after which the training loop judges it
+    parameters: dict[str, Any]  # defaults; Debugger passes overrides as strings
+    check: Callable[[Seen, dict[str, Any]], bool]
+    message: Callable[[Seen, dict[str, Any]], str]  # why it fired, for the log and the rules report
+    # Debugger: the custom rule's class name, and (trial, step, seen) -> whether ``seen`` got this
+    # step's values; empty for a rule judged in the training loop only.
+    smdebug_name: str = ""
+    read_trial: Callable[[Any, int, Seen], bool] | None = None
+
+
+def _recent_and_before(seen: Seen, window: int) -> tuple[float, float]:
+    return fmean(seen.losses[-window:]), fmean(seen.losses[-2 * window : -window])
+
+
+def _loss_message(seen: Seen, p: dict[str, Any]) -> str:
+    recent, before = _recent_and_before(seen, p["window"])
+    return (f"mean train loss of the last {p['window'] * seen.steps_per_loss} steps ({recent:.4g}) is not below "
+            f"that of the steps before ({before:.4g})")
+
+
+def _read_loss(trial: Any, step: int, seen: Seen) -> bool:
+    from smdebug.exceptions import TensorUnavailableForStep
+
+    names = trial.tensor_names(collection="losses")
+    if not names:
+        return False
+    try:
+        seen.losses.append(float(trial.tensor(names[0]).value(step)))
+    except TensorUnavailableForStep:
+        return False
+    return True
+
+
+def _read_gradients(trial: Any, step: int, seen: Seen) -> bool:
+    from smdebug.exceptions import TensorUnavailableForStep
+
+    seen.gradient_means = []
+    for name in trial.tensor_names(collection="gradients"):
+        try:
+            seen.gradient_means.append(float(abs(trial.tensor(name).value(step)).mean()))
+        except TensorUnavailableForStep:
+            continue
+    return True
+
+
+RULES = (
+    HealthRule(
+        "loss_not_decreasing", "step", {"window": 20, "min_decrease": 0.0},
+        lambda seen, p: loss_not_decreasing(seen.losses, p["window"], p["min_decrease"]),
+        _loss_message, "LossNotDecreasing", _read_loss,
+    ),
+    HealthRule(
+        "vanishing_gradient", "step", {"threshold": 1e-7},
+        lambda seen, p: vanishing_gradient(seen.gradient_means, p["threshold"]),
+        lambda seen, p: (f"every gradient's mean |value| is below {p['threshold']:g} "
+                         f"(largest {max(seen.gradient_means):.3g})"),
+        "VanishingGradient", _read_gradients,
+    ),
+    HealthRule(
+        "overfit", "epoch", {"ratio": 0.1},
+        lambda seen, p: overfit(seen.train_losses, seen.valid_losses, p["ratio"]),
+        lambda seen, p: (f"valid loss {seen.valid_losses[-1]:.4g} is more than {p['ratio']:.0%} above its best "
+                         f"{min(seen.valid_losses):.4g} while the train loss kept falling"),
+    ),
+)
+RULES_BY_NAME = {rule.name: rule for rule in RULES}
+# What the ``rules`` hyperparameter may name (imgclf.monitor checks them during training).
+TRAINING_RULES = tuple(RULES_BY_NAME)
+
+
+def _smdebug_class(rule: HealthRule, base: type, train_mode: object) -> type:
+    def __init__(self, base_trial, **overrides: str):
+        unknown = set(overrides) - set(rule.parameters)
+        if unknown:
+            raise TypeError(f"{rule.smdebug_name} has no parameter(s) {', '.join(sorted(unknown))}")
+        base.__init__(self, base_trial, action_str="")
+        self.parameters = {k: type(v)(overrides.get(k, v)) for k, v in rule.parameters.items()}
+        self.seen = Seen()
+
+    def invoke_at_step(self, step: int) -> bool:  # ``step`` is global: judge the TRAIN ones
+        if self.base_trial.mode(step) != train_mode or not rule.read_trial(self.base_trial, step, self.seen):
+            return False
+        return rule.check(self.seen, self.parameters)
+
+    return type(rule.smdebug_name, (base,), {"__init__": __init__, "invoke_at_step": invoke_at_step})
+
+
 @cache
 def smdebug_rules() -> dict[str, type]:
-    """The rules above as smdebug custom rules (smdebug's PyPI package ships no built-in ones).
+    """The rules Debugger can judge, as smdebug custom rules (smdebug's PyPI package ships no
+    built-in ones), by class name.
 
     Run one with ``smdebug.rules.rule_invoker.invoke_rule(rule, start_step=..., end_step=...,
     raise_eval_cond=True)`` on ``smdebug.trials.create_trial(path)``.
     """
     from smdebug.core.modes import ModeKeys
-    from smdebug.exceptions import TensorUnavailableForStep
     from smdebug.rules.rule import Rule
 
-    class LossNotDecreasing(Rule):
-        def __init__(self, base_trial, window: int = 20, min_decrease: float = 0.0):
-            super().__init__(base_trial, action_str="")
-            self.window, self.min_decrease, self.losses = int(window), float(min_decrease), []
-
-        def invoke_at_step(self, step: int) -> bool:  # ``step`` is global: judge the TRAIN ones
-            names = self.base_trial.tensor_names(collection="losses")
-            if not names or self.base_trial.mode(step) != ModeKeys.TRAIN:
-                return False
-            try:
-                self.losses.append(float(self.base_trial.tensor(names[0]).value(step)))
-            except TensorUnavailableForStep:
-                return False
-            return loss_not_decreasing(self.losses, self.window, self.min_decrease)
-
-    class VanishingGradient(Rule):
-        def __init__(self, base_trial, threshold: float = 1e-7):
-            super().__init__(base_trial, action_str="")
-            self.threshold = float(threshold)
-
-        def invoke_at_step(self, step: int) -> bool:
-            if self.base_trial.mode(step) != ModeKeys.TRAIN:
-                return False
-            means = []
-            for name in self.base_trial.tensor_names(collection="gradients"):
-                try:
-                    means.append(float(abs(self.base_trial.tensor(name).value(step)).mean()))
-                except TensorUnavailableForStep:
-                    continue
-            return vanishing_gradient(means, self.threshold)
-
-    return {"LossNotDecreasing": LossNotDecreasing, "VanishingGradient": VanishingGradient}
+    return {r.smdebug_name: _smdebug_class(r, Rule, ModeKeys.TRAIN) for r in RULES if r.smdebug_name}
 
 
 def __getattr__(name: str) -> type:
-    rules = smdebug_rules() if name in ("LossNotDecreasing", "VanishingGradient") else {}
+    rules = smdebug_rules() if name in {r.smdebug_name for r in RULES if r.smdebug_name} else {}
     if name not in rules:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return rules[name]
