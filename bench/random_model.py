@@ -10,13 +10,13 @@ from pathlib import Path
 
 from imgclf.data import ClassInfo
 from imgclf.model import ModelSpec, build_model, save_artifacts
-from imgclf.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from imgclf.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImageSpec
 
 
 def write_random_model(model_dir: Path, arch: str, classes: int, image_size: int) -> None:
     infos = [ClassInfo(i, f"{i + 1:03d}.class_{i}", f"class {i}") for i in range(classes)]
-    spec = ModelSpec(arch, classes, image_size, IMAGENET_MEAN, IMAGENET_STD)
-    save_artifacts(model_dir, build_model(arch, classes).state_dict(), spec, infos, {"note": "random weights, for benchmarks"})
+    model_spec = ModelSpec(arch, classes, ImageSpec(image_size, IMAGENET_MEAN, IMAGENET_STD))
+    save_artifacts(model_dir, build_model(arch, classes).state_dict(), model_spec, infos, {"note": "random weights, for benchmarks"})
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from imgclf.config import ConfigError, ServingConfig
 from imgclf.data import ClassInfo
 from imgclf.gpu import Gpu, GpuUnusable, Report, has_kernels, select_device
 from imgclf.model import ModelSpec, build_model, save_artifacts
+from imgclf.preprocess import ImageSpec
 
 # NVIDIA_REQUIRE_CUDA of nvidia/cuda:13.0.2-base-ubuntu24.04 (brands other than tesla trimmed):
 # the compat libs support R535, R550, R565, R570 and R575; R470 is not among them.
@@ -306,8 +307,8 @@ def test_train_fails_with_the_reason_on_an_unusable_gpu_host_and_runs_with_the_o
 @pytest.mark.slow  # starts processes
 def test_serve_fails_ping_with_the_reason_on_an_unusable_gpu_host(tmp_path):
     classes = [ClassInfo(i, f"{i:03d}.c{i}", f"c{i}") for i in range(3)]
-    spec = ModelSpec("resnet18", 3, 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    save_artifacts(tmp_path / "model", build_model("resnet18", 3).state_dict(), spec, classes, {})
+    model_spec = ModelSpec("resnet18", 3, ImageSpec(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    save_artifacts(tmp_path / "model", build_model("resnet18", 3).state_dict(), model_spec, classes, {})
     env = fake_host(tmp_path / "host", "470.256.02")
     server = ServeProcess(tmp_path / "model", tmp_path / "serve.log", env={"PATH": env["PATH"]})
     try:

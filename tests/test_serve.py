@@ -18,6 +18,7 @@ from PIL import Image
 from conftest import ServeProcess
 from imgclf.data import ClassInfo
 from imgclf.model import ModelSpec, build_model, save_artifacts
+from imgclf.preprocess import ImageSpec
 
 
 def sample_images(sample_data: Path, per_class: int = 2) -> list[tuple[str, bytes]]:
@@ -188,8 +189,8 @@ def test_ping_is_503_while_loading_then_200_and_sigterm_exits_cleanly(tmp_path):
     """A ResNet-50 at 224 px takes seconds to load and warm up on this CPU: ping must say so."""
     model_dir = tmp_path / "model"
     classes = [ClassInfo(i, f"{i:03d}.c{i}", f"c{i}") for i in range(133)]
-    spec = ModelSpec("resnet50", 133, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    save_artifacts(model_dir, build_model("resnet50", 133).state_dict(), spec, classes, {})
+    model_spec = ModelSpec("resnet50", 133, ImageSpec(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    save_artifacts(model_dir, build_model("resnet50", 133).state_dict(), model_spec, classes, {})
     server = ServeProcess(model_dir, tmp_path / "serve.log", env={"IMGCLF_MAX_BATCH_SIZE": "16"})
     statuses, slowest = [], 0.0
     deadline = time.monotonic() + 120

@@ -22,15 +22,16 @@ from bombs import bombs, encoded
 from conftest import ServeProcess
 from imgclf.data import ClassInfo
 from imgclf.model import CLASSES_FILE, ModelSpec, build_model, save_artifacts
+from imgclf.preprocess import ImageSpec
 
 DECODE_SLOTS = 2
 PER_IMAGE_BYTES = 600e6  # measured: 488 MB for an 8000x8000 RGBA PNG alone, the worst case at the 64 MP cap
 
 
 def small_model(model_dir: Path, classes: int = 10) -> Path:
-    spec = ModelSpec("resnet18", classes, 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    model_spec = ModelSpec("resnet18", classes, ImageSpec(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
     labels = [ClassInfo(i, f"{i:03d}.c{i}", f"c{i}") for i in range(classes)]
-    save_artifacts(model_dir, build_model("resnet18", classes).state_dict(), spec, labels, {})
+    save_artifacts(model_dir, build_model("resnet18", classes).state_dict(), model_spec, labels, {})
     return model_dir
 
 

@@ -61,15 +61,15 @@ def test_batcher_skips_a_request_that_stopped_waiting():
 
 
 def test_artifacts_that_disagree_are_refused():
-    spec = ModelSpec("resnet18", 3, 32, (0.5,) * 3, (0.5,) * 3)
+    model_spec = ModelSpec("resnet18", 3, ImageSpec(32, (0.5,) * 3, (0.5,) * 3))
     classes = [ClassInfo(i, f"c{i}", f"c{i}") for i in range(3)]
-    check_artifacts(spec, classes, 3)
+    check_artifacts(model_spec, classes, 3)
     with pytest.raises(ValueError, match="classes.json lists 2 classes, model.json says 3, the network outputs 3"):
-        check_artifacts(spec, classes[:2], 3)
+        check_artifacts(model_spec, classes[:2], 3)
     with pytest.raises(ValueError, match="the network outputs 4"):
-        check_artifacts(spec, classes, 4)
+        check_artifacts(model_spec, classes, 4)
     with pytest.raises(ValueError, match="indices 0, 1, 2"):
-        check_artifacts(spec, [classes[1], classes[0], classes[2]], 3)
+        check_artifacts(model_spec, [classes[1], classes[0], classes[2]], 3)
 
 
 def test_health_is_ready_only_when_every_worker_is(tmp_path):
@@ -138,9 +138,9 @@ def test_float_tiff_is_not_black():
 
 @pytest.fixture
 def app_client(tmp_path):
-    spec = ModelSpec("resnet18", 3, 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    model_spec = ModelSpec("resnet18", 3, ImageSpec(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
     classes = [ClassInfo(i, f"c{i}", f"c{i}") for i in range(3)]
-    app = create_app(serving_config(tmp_path), (build_model("resnet18", 3), spec, classes))
+    app = create_app(serving_config(tmp_path), (build_model("resnet18", 3), model_spec, classes))
     client = app.test_client()
     deadline = time.monotonic() + 60
     while client.post("/invocations", data=b"x", content_type="image/png").status_code == 503:

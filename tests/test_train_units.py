@@ -21,7 +21,7 @@ from imgclf import atomic, stopping, toolkit
 from imgclf.checkpoint import Checkpoints, open_run
 from imgclf.config import ConfigError, Hyperparameters, TrainingEnv, parse_hyperparameters
 from imgclf.data import IMAGE_EXTENSIONS, class_list, scan_channel
-from imgclf.distributed import Group
+from imgclf.distributed import Ranks
 from imgclf.failure import describe_os_error, write_failure
 from imgclf.model import load_imagenet_weights
 from imgclf.train import check_batch, final_map_side
@@ -196,10 +196,10 @@ def test_one_class_is_refused():
 def test_batches_of_one_image_on_a_1x1_feature_map_are_refused():
     assert final_map_side(32) == 1 and final_map_side(33) == 2 and final_map_side(224) == 7
     with pytest.raises(ConfigError, match="batches of one image"):
-        check_batch(Hyperparameters(batch_size=1, image_size=32), 100, Group())
+        check_batch(Hyperparameters(batch_size=1, image_size=32), 100, Ranks())
     with pytest.raises(ConfigError, match="batches of one image"):
-        check_batch(Hyperparameters(batch_size=4, image_size=32), 2, Group(0, 2))  # one image per process
-    assert check_batch(Hyperparameters(batch_size=1, image_size=64), 100, Group()) == 1
+        check_batch(Hyperparameters(batch_size=4, image_size=32), 2, Ranks(0, 2))  # one image per process
+    assert check_batch(Hyperparameters(batch_size=1, image_size=64), 100, Ranks()) == 1
 
 
 def test_a_corrupt_pretrained_file_is_named(tmp_path):

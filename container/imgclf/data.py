@@ -141,35 +141,35 @@ def load_split(
 ) -> Split:
     """Decode every image once; skip and count the ones that fail; fail on an empty class."""
     load = loader_for(name, spec)
-    jobs = [(path, c.index) for c in classes for path in scan[c.folder]]
+    files = [(path, c.index) for c in classes for path in scan[c.folder]]
 
-    def decode(job: tuple[Path, int]) -> torch.Tensor | None:
+    def decode(file: tuple[Path, int]) -> torch.Tensor | None:
         try:
-            image = load(job[0])
+            image = load(file[0])
         except ImageError as e:
-            log.warning("channel %r: skipping %s: %s", name, job[0], e)
+            log.warning("channel %r: skipping %s: %s", name, file[0], e)
             return None
         return image if cache else torch.empty(0)
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        decoded = list(pool.map(decode, jobs))
+        decoded = list(pool.map(decode, files))
 
-    kept = [(job, image) for job, image in zip(jobs, decoded) if image is not None]
+    kept = [(file, image) for file, image in zip(files, decoded) if image is not None]
     counts = {c.index: 0 for c in classes}
     for (_, target), _ in kept:
         counts[target] += 1
     empty = [c.folder for c in classes if counts[c.index] == 0]
     if empty:
         raise ConfigError(f"channel {name!r}: class folder(s) with no readable images: {', '.join(empty)}")
-    skipped = len(jobs) - len(kept)
+    skipped = len(files) - len(kept)
     log.info(
         "channel %r: %d images in %d classes, %d unreadable skipped, %s",
         name, len(kept), len(classes), skipped, "cached in memory" if cache else "decoded each epoch",
     )
     return Split(
         name=name,
-        paths=[job[0] for job, _ in kept],
-        targets=[job[1] for job, _ in kept],
+        paths=[path for (path, _), _ in kept],
+        targets=[target for (_, target), _ in kept],
         images=[image for _, image in kept] if cache else None,
         skipped=skipped,
     )

@@ -15,7 +15,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Group:
+class Ranks:
+    """This process's place among the training processes (torchrun's ranks), and the collectives
+    every process takes part in. Not a torch process group: the default one does the work."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -48,14 +51,14 @@ class Group:
         return all(v == values[0] for v in values)
 
 
-def start(group: Group, device: torch.device) -> None:
-    if not group.active:
+def start(ranks: Ranks, device: torch.device) -> None:
+    if not ranks.active:
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=30))
-    log.info("process %d of %d (local %d of %d), %s backend", group.rank, group.world_size,
-             group.local_rank, group.local_world_size, dist.get_backend())
+    log.info("process %d of %d (local %d of %d), %s backend", ranks.rank, ranks.world_size,
+             ranks.local_rank, ranks.local_world_size, dist.get_backend())
 
 
 def stop() -> None:
@@ -67,8 +70,8 @@ class ShardSampler(Sampler[int]):
     """Every ``world_size``-th index from ``rank``, in order, without the padding
     DistributedSampler adds: evaluation counts each image once."""
 
-    def __init__(self, size: int, group: Group):
-        self.indices = range(group.rank, size, group.world_size)
+    def __init__(self, size: int, ranks: Ranks):
+        self.indices = range(ranks.rank, size, ranks.world_size)
 
     def __iter__(self):
         return iter(self.indices)

@@ -101,23 +101,27 @@ class ModelSpec:
 
     arch: str
     num_classes: int
-    image_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    format_version: int = FORMAT_VERSION
+    image: ImageSpec
 
-    @property
-    def image(self) -> ImageSpec:
-        return ImageSpec(self.image_size, tuple(self.mean), tuple(self.std))
+    def to_json(self) -> dict:
+        image = self.image
+        return {"arch": self.arch, "num_classes": self.num_classes, "image_size": image.image_size,
+                "mean": list(image.mean), "std": list(image.std), "format_version": FORMAT_VERSION,
+                "resize_size": image.resize_size}
+
+    @classmethod
+    def from_json(cls, raw: dict) -> ModelSpec:
+        image = ImageSpec(raw["image_size"], tuple(raw["mean"]), tuple(raw["std"]), raw.get("resize_size", 0))
+        return cls(raw["arch"], raw["num_classes"], image)
 
 
 def save_artifacts(
-    model_dir: Path, state_dict: dict[str, torch.Tensor], spec: ModelSpec, classes: list[ClassInfo], extra: dict
+    model_dir: Path, state_dict: dict[str, torch.Tensor], model_spec: ModelSpec, classes: list[ClassInfo], extra: dict
 ) -> None:
     cpu_state = {k: v.detach().to("cpu", copy=True) for k, v in state_dict.items()}
     atomic.save_torch(model_dir / WEIGHTS_FILE, cpu_state)
     atomic.write_json(model_dir / CLASSES_FILE, [asdict(c) for c in classes])
-    atomic.write_json(model_dir / SPEC_FILE, {**asdict(spec), "resize_size": spec.image.resize_size, **extra})
+    atomic.write_json(model_dir / SPEC_FILE, {**model_spec.to_json(), **extra})
 
 
 def load_artifacts(model_dir: Path) -> tuple[nn.Module, ModelSpec, list[ClassInfo]]:
@@ -128,11 +132,8 @@ def load_artifacts(model_dir: Path) -> tuple[nn.Module, ModelSpec, list[ClassInf
     raw = json.loads((model_dir / SPEC_FILE).read_text())
     if raw.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{model_dir / SPEC_FILE} has format_version {raw.get('format_version')}, expected {FORMAT_VERSION}")
-    spec = ModelSpec(
-        arch=raw["arch"], num_classes=raw["num_classes"], image_size=raw["image_size"],
-        mean=tuple(raw["mean"]), std=tuple(raw["std"]),
-    )
+    model_spec = ModelSpec.from_json(raw)
     classes = [ClassInfo(**c) for c in json.loads((model_dir / CLASSES_FILE).read_text())]
-    model = build_model(spec.arch, spec.num_classes)
+    model = build_model(model_spec.arch, model_spec.num_classes)
     model.load_state_dict(torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
-    return model, spec, classes
+    return model, model_spec, classes

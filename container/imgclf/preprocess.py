@@ -47,15 +47,20 @@ class ImageTooLarge(ImageError):
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """What the model expects: saved with the model, read by the server."""
+    """What the model expects: saved with the model (model.json), read back by the server, so a
+    model keeps the preprocessing it was trained with."""
 
     image_size: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    resize_size: int = 0  # the shorter side before the center crop; 0: image_size / CROP_RATIO
 
-    @property
-    def resize_size(self) -> int:
-        return round(self.image_size / CROP_RATIO)
+    def __post_init__(self) -> None:
+        if not self.resize_size:
+            object.__setattr__(self, "resize_size", round(self.image_size / CROP_RATIO))
+        if self.resize_size < self.image_size:
+            raise ValueError(f"resize_size {self.resize_size} is below image_size {self.image_size}: "
+                             "the center crop would not fit")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -29,7 +29,7 @@ from . import atomic, data, debugger, distributed, gpu, metrics, precision, repo
 from .augment import augment_batch, pad_collate
 from .checkpoint import Checkpoints, open_run, run_settings
 from .config import ConfigError, Hyperparameters, TrainingEnv, parse_hyperparameters
-from .distributed import Group
+from .distributed import Ranks
 from .failure import describe_os_error, write_failure
 from .logs import setup_logging
 from .model import ModelSpec, create_model, save_artifacts
@@ -88,10 +88,10 @@ class Job:
 
     hp: Hyperparameters
     env: TrainingEnv
-    group: Group
+    ranks: Ranks
     device: torch.device
     amp_dtype: torch.dtype | None
-    spec: ImageSpec
+    image_spec: ImageSpec
     classes: list[data.ClassInfo]
     on_device: bool  # augmentation on the training device (batches of padded uint8 images)
     train_loader: DataLoader
@@ -110,10 +110,10 @@ class Job:
         if self.on_device:
             images, sizes, targets = batch
             hp = self.hp
-            inputs = augment_batch(images, sizes, self.spec, hp.random_crop_min_scale, hp.horizontal_flip, self.device)
+            inputs = augment_batch(images, sizes, self.image_spec, hp.random_crop_min_scale, hp.horizontal_flip, self.device)
         else:
             images, targets = batch
-            inputs = normalize(images, self.spec, self.device)
+            inputs = normalize(images, self.image_spec, self.device)
         self.board.see_inputs(inputs)
         return inputs, targets
 
@@ -126,7 +126,7 @@ class Job:
         return stop
 
 
-def train_one_epoch(job: Job, label: str) -> dict[str, float]:
+def train_one_epoch(job: Job, epoch_tag: str) -> dict[str, float]:
     """One pass over the train loader (ended early when a rule stops training)."""
     state, device, amp_dtype = job.state, job.device, job.amp_dtype
     job.network.train()
@@ -153,17 +153,17 @@ def train_one_epoch(job: Job, label: str) -> dict[str, float]:
         if step % log_every == 0 or step == len(loader) or stop:
             log.info(
                 "%s step %d/%d loss %.4f lr %.3g %.1f images/s",
-                label, step, len(loader), loss.item(), state.optimizer.param_groups[0]["lr"],
+                epoch_tag, step, len(loader), loss.item(), state.optimizer.param_groups[0]["lr"],
                 seen / (time.perf_counter() - start),
             )
         if stop:
             break
-    return totals(loss_sum, correct, seen, time.perf_counter() - start, job.group)
+    return totals(loss_sum, correct, seen, time.perf_counter() - start, job.ranks)
 
 
-def totals(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: float, group: Group) -> dict[str, float]:
+def totals(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: float, ranks: Ranks) -> dict[str, float]:
     """Loss, accuracy and throughput over every process (one all-reduce)."""
-    summed = group.sum(torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(seen), device=loss_sum.device)]))
+    summed = ranks.sum(torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(seen), device=loss_sum.device)]))
     loss, hits, count = summed.tolist()
     return {"loss": loss / count, "accuracy": hits / count, "seconds": seconds, "images_per_sec": count / seconds}
 
@@ -177,7 +177,7 @@ def evaluate(job: Job, loader: DataLoader, confusion: torch.Tensor | None = None
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, start = 0, time.perf_counter()
     for images, targets in stopping.between_items(loader):
-        inputs = normalize(images, job.spec, device)
+        inputs = normalize(images, job.image_spec, device)
         targets = targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             outputs = job.compiled(inputs)
@@ -188,7 +188,7 @@ def evaluate(job: Job, loader: DataLoader, confusion: torch.Tensor | None = None
         if confusion is not None:
             n = confusion.size(0)
             confusion += torch.bincount(targets * n + predicted, minlength=n * n).view(n, n).to(confusion.device)
-    return totals(loss_sum, correct, seen, time.perf_counter() - start, job.group)
+    return totals(loss_sum, correct, seen, time.perf_counter() - start, job.ranks)
 
 
 def load_splits(hp: Hyperparameters, env: TrainingEnv, spec: ImageSpec) -> tuple[list[data.ClassInfo], dict[str, data.Split]]:
@@ -221,15 +221,15 @@ def final_map_side(image_size: int) -> int:
     return image_size
 
 
-def check_batch(hp: Hyperparameters, train_images: int, group: Group) -> int:
+def check_batch(hp: Hyperparameters, train_images: int, ranks: Ranks) -> int:
     """The per-process batch; refuses one that leaves BatchNorm a single value per channel."""
-    if hp.batch_size % group.world_size:
-        raise ConfigError(f"batch-size {hp.batch_size} does not split evenly over {group.world_size} processes")
-    batch = hp.batch_size // group.world_size
-    per_process = -(-train_images // group.world_size)
+    if hp.batch_size % ranks.world_size:
+        raise ConfigError(f"batch-size {hp.batch_size} does not split evenly over {ranks.world_size} processes")
+    batch = hp.batch_size // ranks.world_size
+    per_process = -(-train_images // ranks.world_size)
     if min(batch, per_process) == 1 and final_map_side(hp.image_size) == 1:
         raise ConfigError(
-            f"batch-size {hp.batch_size} gives each of the {group.world_size} process(es) batches of one image, and at "
+            f"batch-size {hp.batch_size} gives each of the {ranks.world_size} process(es) batches of one image, and at "
             f"image-size {hp.image_size} the last block's feature map is 1x1: BatchNorm cannot train on a single value "
             "per channel; use a batch of at least 2 images per process or image-size >= 33"
         )
@@ -238,18 +238,18 @@ def check_batch(hp: Hyperparameters, train_images: int, group: Group) -> int:
 
 def build_loaders(
     hp: Hyperparameters, splits: dict[str, data.Split], spec: ImageSpec, device: torch.device, workers: int,
-    group: Group, generator: torch.Generator, on_device: bool,
+    ranks: Ranks, generator: torch.Generator, on_device: bool,
 ) -> tuple[DataLoader, dict[str, DataLoader]]:
     """``batch-size`` is the global batch: each of the processes takes its share. With augmentation
     on the device, train batches are (padded uint8 images, their sizes, targets)."""
-    batch = check_batch(hp, len(splits["train"].targets), group)
+    batch = check_batch(hp, len(splits["train"].targets), ranks)
     common = dict(batch_size=batch, num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
                   worker_init_fn=stopping.ignore_in_worker if workers else None)
     transform = None if on_device else data.train_augmentation(spec, hp.random_crop_min_scale, hp.horizontal_flip)
     train_set = data.ImageDataset(splits["train"], spec, transform)
     train_args = dict(common, collate_fn=pad_collate if on_device else None)
-    if group.active:
-        sampler = DistributedSampler(train_set, group.world_size, group.rank, shuffle=True, seed=hp.seed)
+    if ranks.active:
+        sampler = DistributedSampler(train_set, ranks.world_size, ranks.rank, shuffle=True, seed=hp.seed)
         train_loader = DataLoader(train_set, sampler=sampler, drop_last=len(sampler) > batch, **train_args)
     else:
         train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_set) > batch, generator=generator, **train_args)
@@ -257,18 +257,18 @@ def build_loaders(
     for name, split in splits.items():
         if name != "train":
             dataset = data.ImageDataset(split, spec)
-            eval_loaders[name] = DataLoader(dataset, sampler=distributed.ShardSampler(len(dataset), group), **common)
+            eval_loaders[name] = DataLoader(dataset, sampler=distributed.ShardSampler(len(dataset), ranks), **common)
     return train_loader, eval_loaders
 
 
-def build_network(hp: Hyperparameters, env: TrainingEnv, num_classes: int, device: torch.device, group: Group,
+def build_network(hp: Hyperparameters, env: TrainingEnv, num_classes: int, device: torch.device, ranks: Ranks,
                   amp_dtype: torch.dtype | None) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, object, torch.dtype | None]:
     """(model, compiled, network, criterion, Debugger hook, autocast dtype): ``model`` keeps the plain
     state_dict keys, ``compiled`` evaluates, ``network`` (DDP around it) trains."""
     model = create_model(hp.arch, num_classes, hp.pretrained, env.channel("pretrained"), hp.freeze_backbone)
     model = model.to(device, memory_format=torch.channels_last)
     compiled = torch.compile(model) if hp.compile else model
-    network = DistributedDataParallel(compiled) if group.active else compiled
+    network = DistributedDataParallel(compiled) if ranks.active else compiled
     criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
     hook = debugger.create_hook(env.input_config_dir, model, criterion)
     if hook is not None and amp_dtype == torch.bfloat16:
@@ -278,9 +278,9 @@ def build_network(hp: Hyperparameters, env: TrainingEnv, num_classes: int, devic
 
 
 def setup(hp: Hyperparameters, env: TrainingEnv) -> Job:
-    group = Group(env.rank, env.world_size, env.local_rank, env.local_world_size)
+    ranks = Ranks(env.rank, env.world_size, env.local_rank, env.local_world_size)
     device = gpu.select_device(env.local_rank, env.allow_cpu)
-    distributed.start(group, device)
+    distributed.start(ranks, device)
     amp_dtype = precision.autocast_dtype(hp.precision, device)
     if hp.compile and shutil.which("cc") is None and shutil.which("gcc") is None:
         raise ConfigError("compile=true needs a C compiler for torch.compile; build the image with WITH_COMPILER=true")
@@ -291,31 +291,31 @@ def setup(hp: Hyperparameters, env: TrainingEnv) -> Job:
     log.info("device %s, precision %s, augmentation on the %s, hyperparameters %s", device, amp_dtype or "fp32",
              "device" if on_device else "CPU", json.dumps(asdict(hp)))
 
-    spec = ImageSpec(hp.image_size)
-    classes, splits = load_splits(hp, env, spec)
+    image_spec = ImageSpec(hp.image_size)
+    classes, splits = load_splits(hp, env, image_spec)
     if hp.early_stopping_patience and "valid" not in splits:
         raise ConfigError("early-stopping-patience needs a 'valid' channel to watch")
-    workers = default_workers(hp.num_workers, device, env.num_cpus // group.local_world_size)
-    train_loader, eval_loaders = build_loaders(hp, splits, spec, device, workers, group, generator, on_device)
+    workers = default_workers(hp.num_workers, device, env.num_cpus // ranks.local_world_size)
+    train_loader, eval_loaders = build_loaders(hp, splits, image_spec, device, workers, ranks, generator, on_device)
 
-    model, compiled, network, criterion, hook, amp_dtype = build_network(hp, env, len(classes), device, group, amp_dtype)
+    model, compiled, network, criterion, hook, amp_dtype = build_network(hp, env, len(classes), device, ranks, amp_dtype)
     optimizer = build_optimizer(hp, model)
     steps = len(train_loader)
     state = TrainingState(
         model, optimizer, build_scheduler(hp, optimizer, steps),
         torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16), generator,
-        RuleMonitor(hp.rules, hp.rules_action == "stop", steps, group.mean),
+        RuleMonitor(hp.rules, hp.rules_action == "stop", steps, ranks.mean),
     )
-    board = tensorboard.open_board(hp, env, group.is_main, spec, state.monitor, optimizer)
-    return Job(hp, env, group, device, amp_dtype, spec, classes, on_device, train_loader, eval_loaders,
+    board = tensorboard.open_board(hp, env, ranks.is_main, image_spec, state.monitor, optimizer)
+    return Job(hp, env, ranks, device, amp_dtype, image_spec, classes, on_device, train_loader, eval_loaders,
                network, compiled, criterion, hook, state, board)
 
 
 def save_model(job: Job) -> None:
     """The kept model into SM_MODEL_DIR (rank 0)."""
     best = job.state.best
-    if job.group.is_main and best.state is not None:
-        model_spec = ModelSpec(job.hp.arch, len(job.classes), job.hp.image_size, job.spec.mean, job.spec.std)
+    if job.ranks.is_main and best.state is not None:
+        model_spec = ModelSpec(job.hp.arch, len(job.classes), job.image_spec)
         save_artifacts(job.env.model_dir, best.state, model_spec, job.classes, {"best_epoch": best.epoch, "valid": best.valid})
 
 
@@ -323,7 +323,7 @@ def resume(job: Job) -> None:
     """Continue this run from its checkpoint (or, with resume-from, another job's), if there is one."""
     settings = run_settings(job.hp, [c.folder for c in job.classes])
     job.checkpoints, saved = open_run(job.env.checkpoint_dir, job.env.job_name, settings, job.hp.resume_from)
-    if not job.group.same_on_all(None if saved is None else saved["epoch"]):
+    if not job.ranks.same_on_all(None if saved is None else saved["epoch"]):
         raise ConfigError(f"the hosts' checkpoints in {job.env.checkpoint_dir} differ; give every host the same one")
     if saved is None:
         log.info("no checkpoint of this run in %s: training from the start", job.checkpoints.folder)
@@ -341,19 +341,19 @@ def check_finite(epoch: int, split: str, values: dict[str, float], lr: float) ->
 
 def run_epoch(job: Job, epoch: int) -> dict:
     """Train one epoch and evaluate it on valid; returns its history record."""
-    label = f"epoch={epoch}/{job.hp.epochs}"
+    epoch_tag = f"epoch={epoch}/{job.hp.epochs}"
     if isinstance(job.train_loader.sampler, DistributedSampler):
         job.train_loader.sampler.set_epoch(epoch)
     debugger.set_mode(job.hook, train=True)
-    train_metrics = train_one_epoch(job, label)
+    train_metrics = train_one_epoch(job, epoch_tag)
     check_finite(epoch, "train", train_metrics, job.hp.lr)
-    log.info(metrics.metric_line(label, "train", train_metrics))
+    log.info(metrics.metric_line(epoch_tag, "train", train_metrics))
     record = {"epoch": epoch, "train": train_metrics}
     if "valid" in job.eval_loaders:
         debugger.set_mode(job.hook, train=False)
         record["valid"] = evaluate(job, job.eval_loaders["valid"])
         check_finite(epoch, "valid", record["valid"], job.hp.lr)
-        log.info(metrics.metric_line(label, "valid", record["valid"]))
+        log.info(metrics.metric_line(epoch_tag, "valid", record["valid"]))
     job.state.monitor.after_epoch(train_metrics["loss"], record["valid"]["loss"] if "valid" in record else None)
     return record
 
@@ -362,7 +362,7 @@ def fit(job: Job) -> None:
     """The epochs this run still has, each followed by keeping the best model and a checkpoint."""
     hp, state = job.hp, job.state
     profile_dir = job.env.output_data_dir / "profiler"
-    job.profiler = start_profiler(hp.profile_steps if job.group.is_main else 0, profile_dir, job.device)
+    job.profiler = start_profiler(hp.profile_steps if job.ranks.is_main else 0, profile_dir, job.device)
     for epoch in range(hp.epochs + 1 if state.stopped_early else state.epoch + 1, hp.epochs + 1):
         record = run_epoch(job, epoch)
         state.history.append(record)
@@ -373,7 +373,7 @@ def fit(job: Job) -> None:
                 log.info("saved the model of epoch %d to %s", epoch, job.env.model_dir)
             patience_over = bool(hp.early_stopping_patience) and epoch - state.best.epoch >= hp.early_stopping_patience
             state.stopped_early = patience_over or state.monitor.should_stop
-            if job.group.is_main:
+            if job.ranks.is_main:
                 job.checkpoints.save(state.state_dict())
             job.checkpoints.saved_epoch = epoch  # by rank 0, for every rank's stop message
         job.board.after_epoch(record, state.model)
@@ -403,8 +403,8 @@ def finish(job: Job) -> dict:
         if split == "test":
             summary["test"] = final
             log.info(metrics.metric_line(f"final epoch={best.epoch}", "test", final))
-    confusion = job.group.sum(confusion)
-    if job.group.is_main:
+    confusion = job.ranks.sum(confusion)
+    if job.ranks.is_main:
         write_reports(job.env.output_data_dir, summary, job.state.monitor, job.classes, confusion.tolist(), split)
     job.board.finish(summary, confusion.tolist(), [c.label for c in job.classes], split, job.env.output_data_dir / "profiler")
     log.info("model (epoch %d) in %s; metrics and reports in %s", best.epoch, job.env.model_dir, job.env.output_data_dir)

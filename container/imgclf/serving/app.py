@@ -62,9 +62,10 @@ def _warm(config: ServingConfig, artifacts: tuple, state: dict, health: Health |
     state["predictor"] = predictor
     if health:
         health.report(os.getpid(), WARMED)
+    model_spec = predictor.model_spec
     log.info(
         "model %s (%d classes, %d px) ready on %s in %s in %.1f s",
-        predictor.spec.arch, predictor.spec.num_classes, predictor.spec.image_size, predictor.device, predictor.dtype,
+        model_spec.arch, model_spec.num_classes, model_spec.image.image_size, predictor.device, predictor.dtype,
         time.perf_counter() - start,
     )
 

@@ -146,14 +146,14 @@ class Batcher:
                 start += len(job.images)
 
 
-def check_artifacts(spec: ModelSpec, classes: list[ClassInfo], output_width: int) -> None:
+def check_artifacts(model_spec: ModelSpec, classes: list[ClassInfo], output_width: int) -> None:
     """model.json, classes.json and the network must agree, or every answer would be wrong or a 500."""
     if [c.index for c in classes] != list(range(len(classes))):
         raise ValueError("classes.json must list indices 0, 1, 2, ... in order")
-    if not len(classes) == spec.num_classes == output_width:
+    if not len(classes) == model_spec.num_classes == output_width:
         raise ValueError(
             f"the model disagrees with itself: classes.json lists {len(classes)} classes, model.json says "
-            f"{spec.num_classes}, the network outputs {output_width}"
+            f"{model_spec.num_classes}, the network outputs {output_width}"
         )
 
 
@@ -166,7 +166,7 @@ class Predictor:
 
     def __init__(self, artifacts: tuple[nn.Module, ModelSpec, list[ClassInfo]], max_batch: int, max_wait_ms: int,
                  max_image_pixels: int, precision_setting: str, decode_slots: int, allow_cpu: bool = False):
-        model, self.spec, self.classes = artifacts
+        model, self.model_spec, self.classes = artifacts
         self.device = gpu.select_device(0, allow_cpu)  # each worker sees only its own GPU
         self.dtype = precision.for_device(precision_setting, "serve", self.device)
         self.model = model.to(self.device, dtype=self.dtype, memory_format=torch.channels_last).eval()
@@ -179,17 +179,17 @@ class Predictor:
     def _infer(self, images: torch.Tensor) -> torch.Tensor:
         outputs = []
         for chunk in images.split(self.max_batch):  # one request may hold more than a batch
-            logits = self.model(normalize(chunk, self.spec.image, self.device, self.dtype))
+            logits = self.model(normalize(chunk, self.model_spec.image, self.device, self.dtype))
             outputs.append(logits.float().softmax(1).cpu())
         return torch.cat(outputs)
 
     def warm_up(self) -> None:
         """Run the model once at batch size 1 and at the largest batch, through the batcher, and
         check that its output width matches the labels."""
-        side = self.spec.image_size
+        side = self.model_spec.image.image_size
         for n in sorted({1, self.max_batch}):
             output = self._batcher.submit([torch.zeros(3, side, side, dtype=torch.uint8)] * n, expected=False).result()
-        check_artifacts(self.spec, self.classes, output.shape[1])
+        check_artifacts(self.model_spec, self.classes, output.shape[1])
 
     def preprocess(self, payload: bytes, ticket: Ticket) -> torch.Tensor:
         """Image bytes -> uint8 CHW, the same evaluation transform training used, in a decode slot."""
@@ -197,7 +197,7 @@ class Predictor:
             raise Abandoned("the request's deadline passed while it waited to decode")
         try:
             ticket.check()
-            return decode_for_eval(payload, self.spec.image, self.max_image_pixels)
+            return decode_for_eval(payload, self.model_spec.image, self.max_image_pixels)
         finally:
             self._decode_slots.release()
 
