@@ -13,7 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bombs import bombs  # python bench/decode_memory.py: bench/ is on sys.path, as the script's folder
+
 
 MEASURE = """
 import resource, sys, time
@@ -31,9 +32,6 @@ print(f"{{len(body):>9,}} bytes  peak +{{peak / 1024:5.0f}} MB  {{time.perf_coun
 
 
 def main() -> None:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from bombs import bombs
-
     with tempfile.TemporaryDirectory() as folder:
         for i, (name, body) in enumerate(bombs().items()):
             path = Path(folder) / f"{i}.img"  # the measuring process reads it: it never builds an image

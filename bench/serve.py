@@ -20,11 +20,11 @@ from pathlib import Path
 
 import requests
 
+from load import print_table, run_levels  # python bench/serve.py: bench/ is on sys.path, as the script's folder
+from photos import write_photo_dataset
+from random_model import write_random_model
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from load import print_table, run_levels  # noqa: E402
-from photos import write_photo_dataset  # noqa: E402
-from random_model import write_random_model  # noqa: E402
 
 
 def free_port() -> int:

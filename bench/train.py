@@ -13,20 +13,18 @@ from __future__ import annotations
 import argparse
 import os
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baseline import train_baseline  # noqa: E402
-from photos import write_photo_dataset  # noqa: E402
+from baseline import train_baseline  # python bench/train.py: bench/ is on sys.path, as the script's folder
+from photos import write_photo_dataset
 
-from imgclf.config import Hyperparameters, TrainingEnv  # noqa: E402
-from imgclf.tensorboard import Board  # noqa: E402
-from imgclf.train import run  # noqa: E402
+from imgclf.config import Hyperparameters, TrainingEnv
+from imgclf.tensorboard import Board
+from imgclf.train import run
 
 BOARD_SECONDS = [0.0]  # time spent inside the TensorBoard board's methods: its direct cost
 _depth = [0]
