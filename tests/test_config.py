@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imgclf.config import ConfigError, Hyperparameters, TrainingEnv, parse_hyperparameters
+from imgclf.config import ConfigError, Hyperparameters, ServingConfig, TrainingEnv, parse_hyperparameters
 from imgclf.hyperparameters import HYPERPARAMETERS, markdown_table
 from imgclf.data import display_label
 
@@ -88,3 +88,40 @@ def test_the_laptop_modules_import_no_torch():
     code = "import sys, imgclf.config, imgclf.metrics; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("gpus", "cpus", "expected"), [
+    # one worker per GPU, else one per 4 cores; torch threads and decode slots share the cores out
+    (0, 2, {"workers": 1, "torch_threads": 2, "decode_slots": 2, "max_batch_size": 8, "max_concurrent_transforms": 4}),
+    (0, 16, {"workers": 4, "torch_threads": 4, "decode_slots": 4, "max_batch_size": 8, "max_concurrent_transforms": 16}),
+    (4, 48, {"workers": 4, "torch_threads": 12, "decode_slots": 12, "max_batch_size": 32, "max_concurrent_transforms": 16}),
+])
+def test_serving_defaults_follow_the_machine(gpus, cpus, expected):
+    config = ServingConfig.from_environ(gpus, cpus, {})
+    assert {k: getattr(config, k) for k in expected} == expected
+    assert (config.port, config.max_payload_bytes, config.timeout, config.batch_strategy, config.serve_user) == (
+        8080, 6 * 1024 * 1024, 60, "SINGLE_RECORD", None)
+    assert config.model_dir == Path("/opt/ml/model")
+
+
+def test_serving_reads_sagemakers_variables():
+    config = ServingConfig.from_environ(0, 8, {
+        "SAGEMAKER_BIND_TO_PORT": "9090", "SAGEMAKER_MODEL_SERVER_WORKERS": "3", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "20",
+        "SAGEMAKER_BATCH_STRATEGY": "multi_record", "SAGEMAKER_BASE_DIR": "/tmp/ml", "IMGCLF_MAX_BATCH_WAIT_MS": "0",
+        "IMGCLF_SERVE_USER": " nobody ",
+    })
+    assert (config.port, config.workers, config.max_concurrent_transforms, config.max_payload_bytes) == (
+        9090, 3, 12, 20 * 1024 * 1024)
+    assert (config.batch_strategy, config.model_dir, config.max_batch_wait_ms, config.serve_user) == (
+        "MULTI_RECORD", Path("/tmp/ml/model"), 0, "nobody")
+
+
+@pytest.mark.parametrize(("environ", "message"), [
+    ({"SAGEMAKER_MODEL_SERVER_WORKERS": "two"}, "SAGEMAKER_MODEL_SERVER_WORKERS='two' is not an integer"),
+    ({"SAGEMAKER_BIND_TO_PORT": "0"}, "SAGEMAKER_BIND_TO_PORT=0 must be >= 1"),
+    ({"IMGCLF_MAX_CONNECTIONS": "8"}, "IMGCLF_MAX_CONNECTIONS=8 must be >= 16"),
+    ({"IMGCLF_PRECISION": "fp8"}, "IMGCLF_PRECISION='fp8' must be one of auto, fp32, bf16, fp16"),
+])
+def test_bad_serving_variables_are_named(environ, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ServingConfig.from_environ(0, 4, environ)
