@@ -48,8 +48,8 @@ def test_artifacts_load_without_pickle_and_keep_best_epoch(trained):
     model_dir = base / "model"
     state = torch.load(model_dir / "model.pt", weights_only=True)
     assert state["fc.weight"].shape == (10, 512)
-    model, spec, classes = load_artifacts(model_dir)
-    assert (spec.arch, spec.num_classes, spec.image_size) == ("resnet18", 10, 32)
+    model, model_spec, classes = load_artifacts(model_dir)
+    assert (model_spec.arch, model_spec.num_classes, model_spec.image.image_size) == ("resnet18", 10, 32)
     assert [c.label for c in classes][:3] == ["zero", "one", "two"]
     assert classes[0].folder == "001.zero"
     saved = json.loads((model_dir / "model.json").read_text())
