@@ -70,12 +70,9 @@ class HealthRule(NamedTuple):
     read_trial: Callable[[Any, int, Seen], bool] | None = None
 
 
-def _recent_and_before(seen: Seen, window: int) -> tuple[float, float]:
-    return fmean(seen.losses[-window:]), fmean(seen.losses[-2 * window : -window])
-
-
 def _loss_message(seen: Seen, p: dict[str, Any]) -> str:
-    recent, before = _recent_and_before(seen, p["window"])
+    window = p["window"]
+    recent, before = fmean(seen.losses[-window:]), fmean(seen.losses[-2 * window : -window])
     return (f"mean train loss of the last {p['window'] * seen.steps_per_loss} steps ({recent:.4g}) is not below "
             f"that of the steps before ({before:.4g})")
 
