@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -30,3 +31,8 @@ def settings(output_path: str | None, custom_rule_image: str | None, rules_sourc
     return Debugger(s3_output_path=f"{output_path}/debug" if output_path else None, collections=COLLECTIONS,
                     builtin_rules=BUILTIN_RULES, custom_rules=custom, profiler_rules=PROFILER_RULES,
                     profiler_interval_ms=500)
+
+
+def rule_config_function(rule: str) -> str:
+    """The smdebug_rulesconfig function of a built-in rule: LossNotDecreasing -> loss_not_decreasing."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", rule).lower()

@@ -30,6 +30,7 @@ from . import aws_errors, backends, debugger, flags
 from .dryrun import DryRun
 from .hyperparameters import checked
 from .jobs import Target, TrainingJob
+from .names import timestamped
 
 # What differs from the container's defaults (imgclf.config.Hyperparameters): the reference
 # project's batch size and learning rate.
@@ -57,19 +58,11 @@ def hyperparameters_from(path: Path | None) -> dict[str, str]:
     return checked(DEFAULTS | given)
 
 
-def job_name() -> str:
-    """imgclf-YYYY-MM-DD-HH-MM-SS-mmm, as the SDKs' name_from_base makes it."""
-    from datetime import datetime, timezone
-
-    now = datetime.now(timezone.utc)
-    return f"imgclf-{now:%Y-%m-%d-%H-%M-%S}-{now.microsecond // 1000:03d}"
-
-
 def training_job(target: Target, args: argparse.Namespace, rules_source: str | None) -> TrainingJob:
     with_debugger = not (target.local or args.no_debugger)  # local mode drops Debugger settings
     tensorboard = f"{target.output_path}/tensorboard" if (target.output_path or "").startswith("s3://") else None
     return TrainingJob(hyperparameters=hyperparameters_from(args.hyperparameters), channels=flags.channels(target.data),
-                       name=job_name(), tensorboard_s3=tensorboard,
+                       name=timestamped("imgclf"), tensorboard_s3=tensorboard,
                        debugger=debugger.settings(target.output_path, args.custom_rule_image, rules_source)
                        if with_debugger else None)
 

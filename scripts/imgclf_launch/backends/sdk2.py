@@ -3,10 +3,9 @@ Transformer and Predictor; ``sagemaker.local.LocalSession`` for --local."""
 
 from __future__ import annotations
 
-import re
-
 from imgclf.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC, OBJECTIVE_TYPE
 
+from ..debugger import rule_config_function
 from ..dryrun import DryRun
 from ..flags import LaunchError
 from ..jobs import Debugger, Deployment, SearchSpace, Target, TrainingJob, TrainingResult, Transform, Tuning, TuningResult
@@ -23,17 +22,13 @@ def sdk_config(dry_run: bool) -> dict:
     return with_telemetry_off(load_sagemaker_config())
 
 
-def snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
 def debugger_arguments(debugger: Debugger) -> dict:
     """Estimator arguments for the hook, the rules and the profiler. The same CollectionConfig
     objects throughout: the SDK merges them into one set."""
     from sagemaker.debugger import CollectionConfig, DebuggerHookConfig, ProfilerConfig, ProfilerRule, Rule, rule_configs
 
     collections = {c.name: CollectionConfig(c.name, parameters=c.parameters()) for c in debugger.collections}
-    rules = [Rule.sagemaker(getattr(rule_configs, snake(name))(),
+    rules = [Rule.sagemaker(getattr(rule_configs, rule_config_function(name))(),
                             collections_to_save=[collections[collection]] if collection else None)
              for name, collection in debugger.builtin_rules]
     rules += [Rule.custom(name=rule.name, image_uri=rule.image, instance_type=rule.instance_type,
