@@ -45,8 +45,8 @@ def answer_for(operation: str, params: dict, earlier: list[tuple[str, str, dict]
 
         body = b'{"predictions": [[]]}'
         return {"ContentType": "application/json", "Body": StreamingBody(io.BytesIO(body), len(body))}
-    verb, noun = operation[:8], operation[8:]
-    if verb == "Describe" and noun in RESOURCES:
+    noun = operation.removeprefix("Describe")
+    if operation.startswith("Describe") and noun in RESOURCES:
         name = params.get(f"{noun}Name", "")
         created = [p for _, op, p in earlier if op == f"Create{noun}" and p.get(f"{noun}Name") == name]
         return describe(noun, name, created[-1] if created else None)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import backends, flags
 from .dryrun import DryRun
-from .hyperparameters import SEARCH_SPACE, checked
+from .hyperparameters import SEARCH_SPACE, check_search_space, checked
 from .jobs import TrainingJob, Tuning
 
 # The tuning API takes no TensorBoardOutputConfig, so each trial writes its event files into its
@@ -43,6 +43,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     target = flags.target_from(args)
+    check_search_space(SEARCH_SPACE)  # every value the tuner may send is one the container accepts
     job = TrainingJob(hyperparameters=checked(STATIC), channels=flags.channels(target.data))
     tuning = Tuning(search_space=SEARCH_SPACE, max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs)
     dry_run = DryRun() if target.dry_run else None
