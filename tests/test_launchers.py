@@ -226,6 +226,9 @@ def test_user_sdk_config_is_merged_not_replaced(capsys, tmp_path, monkeypatch):
     job = captured(capsys, train_debug.main, COMMON)["CreateTrainingJob"]
     assert job["OutputDataConfig"]["KmsKeyId"] == "alias/mine"
     assert {"Key": "team", "Value": "vision"} in job["Tags"]
+    tuning = captured(capsys, tune.main, COMMON)["CreateHyperParameterTuningJob"]
+    assert tuning["TrainingJobDefinition"]["OutputDataConfig"]["KmsKeyId"] == "alias/mine"
+    assert {"Key": "team", "Value": "vision"} in tuning["Tags"]
     monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", "s3://bucket/config.yaml")
     with pytest.raises(SystemExit, match="config is in S3"):
         sdk_config(dry_run=True)

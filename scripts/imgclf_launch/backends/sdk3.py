@@ -16,6 +16,7 @@ import typing
 
 from ..debugger import rule_config_function
 from ..dryrun import DryRun
+from ..flags import LaunchError
 from ..jobs import Debugger, Deployment, Target, TrainingJob, TrainingResult, Transform, Tuning, TuningResult
 from ..names import image_base, short_timestamped, timestamped
 from ..paths import REPO
@@ -23,6 +24,9 @@ from . import api_requests
 from .base import Backend, boto_session, check_config_overrides, with_telemetry_off
 
 # Where the user's SDK config sets defaults for each request (SageMaker.<Resource> in config.yaml).
+# The fields of a tuning job's HyperParameterTrainingJobDefinition that the user's TrainingJob defaults may fill.
+TRIAL_CONFIG_FIELDS = ("OutputDataConfig", "VpcConfig", "EnableNetworkIsolation", "EnableInterContainerTrafficEncryption",
+                       "Environment")
 CONFIG_KEYS = {"CreateTrainingJob": "TrainingJob", "CreateHyperParameterTuningJob": "TrainingJob", "CreateModel": "Model",
                "CreateEndpointConfig": "EndpointConfig", "CreateEndpoint": "Endpoint", "CreateTransformJob": "TransformJob"}
 
@@ -82,6 +86,9 @@ def shaped(annotation, value):
         return [shaped(item, v) for v in value]
     if isinstance(value, dict) and inspect.isclass(annotation) and issubclass(annotation, BaseModel):
         fields = {snake_to_pascal(name).lower(): (name, field.annotation) for name, field in annotation.model_fields.items()}
+        unknown = [key for key in value if key.lower() not in fields]
+        if unknown:
+            raise LaunchError(f"{annotation.__name__} has no field {', '.join(unknown)} (from your SDK config?)")
         return annotation(**{fields[key.lower()][0]: shaped(fields[key.lower()][1], v) for key, v in value.items()})
     return value
 
@@ -92,6 +99,9 @@ def create(resource, request: dict, boto, region: str):
 
     parameters = {snake_to_pascal(name).lower(): (name, p.annotation)
                   for name, p in inspect.signature(resource.create).parameters.items()}
+    unknown = [key for key in request if key.lower() not in parameters]
+    if unknown:
+        raise LaunchError(f"{resource.__name__}.create takes no {', '.join(unknown)} (from your SDK config?)")
     arguments = {parameters[key.lower()][0]: shaped(parameters[key.lower()][1], value) for key, value in request.items()}
     return resource.create(**arguments, session=boto, region=region)
 
@@ -116,8 +126,10 @@ class Sdk(Backend):
     def _request(self, operation: str, request: dict) -> dict:
         defaults = self.config.get("SageMaker", {}).get(CONFIG_KEYS[operation], {})
         if operation == "CreateHyperParameterTuningJob":  # the trials' settings
-            definition = with_defaults(request["TrainingJobDefinition"], defaults)
-            return request | {"TrainingJobDefinition": definition}
+            trial_defaults = {key: value for key, value in defaults.items() if key in TRIAL_CONFIG_FIELDS}
+            definition = with_defaults(request["TrainingJobDefinition"], trial_defaults)
+            tags = {"Tags": defaults["Tags"]} if "Tags" in defaults else {}  # on the tuning job, as 2.x puts them
+            return with_defaults(request | {"TrainingJobDefinition": definition}, tags)
         return with_defaults(request, defaults)
 
     def _send(self, resource_name: str, request: dict):
