@@ -253,7 +253,8 @@ def local_target(image: str, output: Path, data: Path, instance_count: int = 1, 
 
 @pytest.mark.docker
 def test_local_mode_round_trip(image, tmp_path, sample_data):
-    """Train, deploy and predict through the installed SDK's local mode (docker compose), real image."""
+    """Train, deploy, predict and batch-transform through the installed SDK's local mode (docker
+    compose), real image."""
     target = local_target(image, tmp_path, sample_data)
     backend = backends.connect(target)
     result = backend.train(local_job(target, epochs=5), wait=True)
@@ -266,6 +267,28 @@ def test_local_mode_round_trip(image, tmp_path, sample_data):
         assert answer["predictions"][0][0]["label"] == "three" and len(answer["predictions"][0]) == 3
     finally:
         backend.delete_endpoint("imgclf-local-test")
+    check_local_transform(backend, result.model_data, sample_data, tmp_path)
+
+
+def check_local_transform(backend, model_data: str, sample_data: Path, tmp_path: Path) -> None:
+    """A batch transform of one test image per class through the same local session: one .out each."""
+    import shutil
+
+    from imgclf_launch.jobs import Transform
+
+    photos, output, expected = tmp_path / "photos", tmp_path / "predictions", {}
+    photos.mkdir()
+    output.mkdir()
+    for class_dir in sorted((sample_data / "test").iterdir()):
+        png = sorted(class_dir.iterdir())[0]
+        shutil.copy(png, photos / f"{class_dir.name}.png")
+        expected[f"{class_dir.name}.png"] = class_dir.name.split(".", 1)[1]
+    spec = Transform(model_data=model_data, input=flags.prefix_uri(str(photos)), output_path=flags.prefix_uri(str(output)),
+                     content_type="image/png")
+    backend.transform(spec, wait=True)
+    labels = labels_in(output)
+    assert labels.keys() == expected.keys()
+    assert sum(labels[name] != label for name, label in expected.items()) <= 2, labels
 
 
 @pytest.mark.docker
