@@ -1,61 +1,6 @@
-"""Deploy a trained model to a real-time endpoint with the image, or delete one.
-
-    python scripts/deploy.py --model-data s3://BUCKET/imgclf/JOB/output/model.tar.gz --endpoint dogs
-    python scripts/deploy.py --model-data JOB_NAME --endpoint dogs --autoscale-max 4
-    python scripts/deploy.py --delete --endpoint dogs
-    python scripts/deploy.py ... --dry-run      # print every request (CreateModel ... PutScalingPolicy), send none
-
-On GPU instance types the endpoint config asks for an inference AMI whose NVIDIA driver runs the
-image's CUDA 13.0 torch (InferenceAmiVersion, see launch.INFERENCE_AMI_VERSIONS); on CPU types none.
-"""
-
-from __future__ import annotations
-
-import argparse
-import sys
-
-import launch
-
-
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    launch.add_common_args(parser)
-    parser.set_defaults(instance_type="ml.g4dn.xlarge", data="-")
-    parser.add_argument("--endpoint", required=True, help="endpoint name")
-    parser.add_argument("--model-data", help="s3://.../model.tar.gz, file://... with --local, or a training job name")
-    parser.add_argument("--autoscale-max", type=int, default=0, help="target-tracking autoscaling up to N instances")
-    parser.add_argument("--invocations-per-instance", type=int, default=100, help="per minute, the scaling target")
-    parser.add_argument("--inference-ami-version", default="auto",
-                        choices=("auto", "none", *launch.INFERENCE_AMI_VERSIONS),
-                        help=f"auto: {launch.INFERENCE_AMI_VERSIONS[0]} on GPU instance types, none on CPU types")
-    parser.add_argument("--delete", action="store_true", help="delete the endpoint, its config and its model")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    target = launch.target_from(args)
-    dry_run = launch.DryRun() if target.dry_run else None
-    session = launch.session(target, dry_run)
-    if args.delete:
-        launch.delete_endpoint(session, args.endpoint)
-    else:
-        if not args.model_data:
-            raise launch.LaunchError("--model-data is required to deploy")
-        model_data = launch.model_data_of(session, args.model_data)
-        launch.deploy(target, session, model_data, args.endpoint, wait=dry_run is None, ami=args.inference_ami_version)
-        if args.autoscale_max > target.instance_count and not target.local:
-            launch.autoscale(session, target.instance_count, args.endpoint, args.autoscale_max,
-                             args.invocations_per_instance)
-    if dry_run is not None:
-        dry_run.print()
-    elif args.delete:
-        print(f"deleted endpoint {args.endpoint}")
-    else:
-        print(f"endpoint {args.endpoint} is in service: python scripts/invoke.py IMAGE --endpoint {args.endpoint}"
-              + (" --local" if target.local else ""))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+"""`python scripts/deploy.py` runs imgclf_launch.deploy (installed with `pip install -e scripts`; README)."""
+try:
+    from imgclf_launch.deploy import main
+except ModuleNotFoundError as e:
+    raise SystemExit(f"error: {e}: pip install -r scripts/requirements-sdk2.txt (or -sdk3.txt) -e container -e scripts (README)")
+raise SystemExit(main())

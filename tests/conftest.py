@@ -15,11 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-
-import local_train  # noqa: E402
-from make_sample_data import write_sample_data  # noqa: E402
+from imgclf_launch import local_train
+from imgclf_launch.paths import REPO
+from imgclf_launch.sample_data import write_sample_data
 
 # Tests never reach AWS or the internet: dummy credentials, and a proxy on a closed
 # loopback port so that any attempted download fails at once, on this machine.

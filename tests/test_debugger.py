@@ -13,10 +13,9 @@ import sys
 import pytest
 from PIL import Image
 
-import analyze_debug
-import launch
 from conftest import FAST, channels_of, run_job
 from imgclf.rules import loss_not_decreasing, overfit, vanishing_gradient
+from imgclf_launch import analyze_debug
 
 
 def hook_config(tensors) -> str:
@@ -76,7 +75,7 @@ def test_analyze_a_job_by_name_reads_its_debugger_output(monkeypatch, tmp_path, 
     def debug_job(region, name):  # DescribeTrainingJob needs AWS
         return str(tmp_path / "empty"), [{"RuleConfigurationName": "LossNotDecreasing", "RuleEvaluationStatus": "NoIssuesFound"}]
 
-    monkeypatch.setattr(launch, "debug_job", debug_job)
+    monkeypatch.setattr(analyze_debug, "debug_job", debug_job)
     (tmp_path / "empty").mkdir()
     assert analyze_debug.main(["--job", "job-1", "--region", "us-east-1", "--out", str(tmp_path / "a.png")]) == 1
     captured = capsys.readouterr()

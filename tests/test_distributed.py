@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-import local_train
 from conftest import FAST, channels_of, last_checkpoint, run_job
+from imgclf_launch import local_train
 
 HOSTS = ["localhost", "127.0.0.1"]  # two names for this machine: the toolkit resolves them
 DISTRIBUTED = {"sagemaker_torch_distributed_enabled": "true"}

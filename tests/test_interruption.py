@@ -8,8 +8,8 @@ import subprocess
 
 import torch
 
-import local_train
 from conftest import FAST, channels_of, last_checkpoint, run_job
+from imgclf_launch import local_train
 
 
 def test_sigterm_stops_cleanly_and_the_next_job_resumes(tmp_path, sample_data):

@@ -15,9 +15,9 @@ import pytest
 import torch
 from torchvision import models
 
-import local_train
 from conftest import channels_of, run_job
 from imgclf.model import imagenet_weights_filename
+from imgclf_launch import local_train
 from test_train_units import small_disk
 
 TINY = {"arch": "resnet18", "pretrained": "false", "image-size": "16", "batch-size": "16", "lr": "0.002",

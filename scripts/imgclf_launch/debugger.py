@@ -1,0 +1,38 @@
+"""The Debugger settings of train_debug.py: hook collections, built-in, custom and profiler rules."""
+
+from __future__ import annotations
+
+import re
+from importlib.util import find_spec
+from pathlib import Path
+
+from .jobs import Collection, CustomRule, Debugger
+
+# The custom rules' source: imgclf/rules.py is self-contained (smdebug only).
+RULES_SOURCE = Path(find_spec("imgclf.rules").origin)
+
+# Save intervals in steps. The built-in rules default to 500, which saves one or two values in a
+# job of this size (about 100 steps an epoch at batch 64).
+COLLECTIONS = (Collection("losses", 10), Collection("gradients", 20), Collection("relu_input", 50, ".*relu_input"),
+               Collection("weights", 50))
+# (rule, the collection it reads): PoorWeightInitialization reads relu_input.
+BUILTIN_RULES = (("LossNotDecreasing", "losses"), ("VanishingGradient", "gradients"), ("Overfit", None),
+                 ("Overtraining", None), ("PoorWeightInitialization", "relu_input"))
+PROFILER_RULES = ("ProfilerReport", "LowGPUUtilization")
+# Our own rules from imgclf/rules.py: (rule, collection, parameters). LossNotDecreasing's window of
+# 5 saved values is 50 steps.
+CUSTOM_RULES = (("LossNotDecreasing", "losses", {"window": "5"}), ("VanishingGradient", "gradients", {}))
+
+
+def settings(output_path: str | None, custom_rule_image: str | None, rules_source: str | None) -> Debugger:
+    custom = tuple(CustomRule(name=f"Imgclf{rule}", rule_to_invoke=rule, collection=collection, image=custom_rule_image,
+                              source=rules_source, parameters=parameters)
+                   for rule, collection, parameters in CUSTOM_RULES) if custom_rule_image else ()
+    return Debugger(s3_output_path=f"{output_path}/debug" if output_path else None, collections=COLLECTIONS,
+                    builtin_rules=BUILTIN_RULES, custom_rules=custom, profiler_rules=PROFILER_RULES,
+                    profiler_interval_ms=500)
+
+
+def rule_config_function(rule: str) -> str:
+    """The smdebug_rulesconfig function of a built-in rule: LossNotDecreasing -> loss_not_decreasing."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", rule).lower()

@@ -1,0 +1,67 @@
+"""Dry runs: every AWS request made through one boto3 session is recorded and answered, none sent.
+
+Captured at the boto3 session, not at an SDK client: sagemaker-core (3.x) makes its own clients
+from the session, and every client made from it afterwards inherits the session's handlers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+
+from .fake_answers import answer_for
+
+
+class DryRunLeak(RuntimeError):
+    """A request got past the dry run's answer and was about to be sent."""
+
+
+def printable(value):
+    """Request parameters as JSON: request bodies shown by their size, not their bytes."""
+    if isinstance(value, dict):
+        return {k: printable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [printable(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, io.IOBase):
+        return "<stream>"
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+@dataclass
+class DryRun:
+    """Records every AWS request made through a boto3 session and sends none: botocore's before-call
+    answer skips the HTTP request, and a before-send hook fails any request that gets further."""
+
+    requests: list[tuple[str, str, dict]] = field(default_factory=list)
+
+    def attach(self, boto_session) -> None:
+        """Register on the session itself: every client made from it afterwards inherits the hooks."""
+        boto_session.events.register("before-parameter-build", self._record)
+        boto_session.events.register("before-call", self._answer)
+        boto_session.events.register("before-send", self._refuse)
+
+    def _record(self, params, model, **_) -> None:
+        self.requests.append((model.service_model.service_name, model.name, printable(params)))
+
+    def _answer(self, model, params, **_) -> tuple:
+        from botocore.awsrequest import AWSResponse
+
+        recorded = self.requests[-1][2] if self.requests else {}
+        response = answer_for(model.name, recorded, self.requests[:-1])
+        response["ResponseMetadata"] = {"HTTPStatusCode": 200}
+        return AWSResponse("https://dry-run.invalid", 200, {}, None), response
+
+    def _refuse(self, event_name: str = "", **_) -> None:
+        raise DryRunLeak(f"dry run: {event_name} was about to send a request; refused")
+
+    def text(self) -> str:
+        return "".join(f"--- {service} {operation} (not sent)\n{json.dumps(params, indent=1)}\n"
+                       for service, operation, params in self.requests)
+
+    def print(self) -> None:
+        print(self.text(), end="")

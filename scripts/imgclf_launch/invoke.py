@@ -1,0 +1,70 @@
+"""Classify one image with a deployed endpoint and print the top-k labels.
+
+    python scripts/invoke.py dog.jpg --endpoint dogs --top-k 3
+    python scripts/invoke.py dog.jpg --endpoint dogs --local         # an endpoint deployed with --local
+    python scripts/invoke.py dog.jpg --endpoint dogs --dry-run       # print the InvokeEndpoint request only
+
+Sends InvokeEndpoint through the installed SDK (2.x: its Predictor; 3.x: sagemaker-core's
+Endpoint.invoke), over boto3's sagemaker-runtime client, or local mode's own client with --local. A failure (no such endpoint, nothing listening, a 4xx from the model) is one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import backends, flags
+from .dryrun import DryRun
+from .jobs import Target
+
+TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
+         ".bmp": "image/bmp", ".gif": "image/gif", ".tif": "image/tiff", ".tiff": "image/tiff"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("image", type=Path)
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+    parser.add_argument("--local", action="store_true", help="an endpoint deployed with --local")
+    parser.add_argument("--dry-run", action="store_true", help="print the InvokeEndpoint request; send nothing")
+    args = parser.parse_args(argv)
+    flags.check_local_and_dry_run(args.local, args.dry_run)
+    if not args.region and not args.local:
+        raise flags.LaunchError("missing --region (or env AWS_REGION)")
+    try:
+        body = args.image.read_bytes()
+    except OSError as e:
+        raise flags.LaunchError(f"cannot read {args.image}: {e.strerror}") from None
+    content_type = TYPES.get(args.image.suffix.lower(), "application/x-image")
+    dry_run = DryRun() if args.dry_run else None
+    backend = backends.connect(Target(region=args.region or "us-east-1", local=args.local, dry_run=args.dry_run), dry_run)
+    answer = predict(backend, args.endpoint, body, content_type, args.top_k)
+    if dry_run is not None:
+        dry_run.print()
+        return 0
+    for rank, guess in enumerate(answer["predictions"][0], 1):
+        print(f"{rank}. {guess['label']}  {guess['probability']:.3f}")
+    return 0
+
+
+def predict(backend, endpoint: str, body: bytes, content_type: str, top_k: int) -> dict:
+    """The endpoint's answer; a transport or service error, or an answer without predictions, is one line."""
+    import urllib3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        answer = backend.predict(endpoint, body, content_type, top_k)
+    except (BotoCoreError, ClientError, urllib3.exceptions.HTTPError) as e:
+        raise flags.LaunchError(f"endpoint {endpoint}: {' '.join(str(e).split())}") from None
+    if not isinstance(answer, dict) or "predictions" not in answer:
+        raise flags.LaunchError(f"endpoint {endpoint} answered {json.dumps(answer)[:500]}")
+    return answer
+
+
+if __name__ == "__main__":
+    sys.exit(main())

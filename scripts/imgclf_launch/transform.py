@@ -1,0 +1,91 @@
+"""Batch transform: classify every image under an S3 prefix (or a local folder with --local).
+
+    python scripts/transform.py --model-data JOB_NAME_OR_S3_MODEL_TAR --input s3://BUCKET/photos/ \
+        --output-path s3://BUCKET/predictions --instance-type ml.g4dn.xlarge --instance-count 2
+    python scripts/transform.py ... --dry-run       # print CreateModel and CreateTransformJob, send nothing
+    python scripts/transform.py --local --model-data file://.../model.tar.gz --input folder/ --output-path out/
+
+Each object is one request (SplitType None) with --content-type (application/x-image: any image
+format the server decodes); SageMaker writes one JSON document per image, <key>.out, under the
+output path. MaxConcurrentTransforms and MaxPayloadInMB come from the flags, or else SageMaker
+asks the container's /execution-parameters. On GPU instance types the job asks for the batch AMI
+with driver 535 (TransformAmiVersion), which runs the image's CUDA 13.0 torch; the default is 470.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import backends, flags
+from .dryrun import DryRun
+from .jobs import Transform
+from .paths import REPO
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    flags.add_common_args(parser)
+    parser.set_defaults(instance_type="ml.g4dn.xlarge", data="-")
+    parser.add_argument("--model-data", required=True, help="s3://.../model.tar.gz, file://... with --local, or a training job name")
+    parser.add_argument("--input", required=True, help="s3://BUCKET/PREFIX/ of images, or a local folder with --local")
+    parser.add_argument("--content-type", default="application/x-image", help="sent with every image")
+    parser.add_argument("--max-concurrent-transforms", type=int, help="requests in flight per instance (default: the container's)")
+    parser.add_argument("--max-payload-mb", type=int, help="largest image in MB (default: the container's, 6)")
+    parser.add_argument("--transform-ami-version", default="auto",
+                        choices=("auto", "none", "al2-ami-sagemaker-batch-gpu-535", "al2-ami-sagemaker-batch-gpu-470"),
+                        help=f"auto: {flags.TRANSFORM_AMI_VERSION} on GPU instance types, none on CPU types")
+    parser.add_argument("--no-wait", action="store_true", help="start the job and return")
+    return parser.parse_args(argv)
+
+
+def summarize(output: Path, source: Path) -> int:
+    """Print each image's top label from its .out document; returns how many there are."""
+    outs = sorted(output.glob("*.out"))
+    for out in outs:
+        best = json.loads(out.read_text())["predictions"][0][0]
+        print(f"{out.with_suffix('').name}: {best['label']} ({best['probability']:.3f})")
+    print(f"{len(outs)} of {sum(1 for p in source.iterdir() if p.is_file())} images classified; results in {output}")
+    return len(outs)
+
+
+def warn_about_subfolders(folder: Path) -> None:
+    """The SDK's local mode (LocalFileDataSource) reads only a folder's own files; S3 prefixes are read whole."""
+    nested = sum(1 for p in folder.rglob("*") if p.is_file() and p.parent != folder)
+    if nested:
+        print(f"warning: local mode reads only the files directly in {folder}; {nested} in its subfolders are skipped",
+              file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    target = flags.target_from(args)
+    if not target.local and not target.dry_run and not args.input.startswith("s3://"):
+        raise flags.LaunchError("--input must be s3://BUCKET/PREFIX/ for a job on SageMaker (a local folder needs --local)")
+    output = target.output_path or (str(REPO / "build" / "transform") if target.local else None)
+    if output is None:
+        raise flags.LaunchError("--output-path is required")
+    dry_run = DryRun() if target.dry_run else None
+    backend = backends.connect(target, dry_run)
+    spec = Transform(model_data=backend.model_data_of(args.model_data), input=flags.prefix_uri(args.input),
+                     output_path=output if output.startswith("s3://") else flags.prefix_uri(output),
+                     content_type=args.content_type, max_concurrent_transforms=args.max_concurrent_transforms,
+                     max_payload_mb=args.max_payload_mb,
+                     ami=None if target.local else flags.transform_ami_version(target.instance_type, args.transform_ami_version))
+    if target.local:
+        Path(spec.output_path.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        warn_about_subfolders(Path(spec.input.removeprefix("file://")))
+    result = backend.transform(spec, wait=dry_run is None and not args.no_wait)
+    if dry_run is not None:
+        dry_run.print()
+    elif target.local:
+        summarize(Path(result.removeprefix("file://")), Path(spec.input.removeprefix("file://")))
+    else:
+        print(f"one JSON document per image: {result.rstrip('/')}/<key under {spec.input}>.out")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

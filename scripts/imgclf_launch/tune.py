@@ -1,0 +1,62 @@
+"""Hyperparameter tuning with the image.
+
+    python scripts/tune.py --data s3://BUCKET/dogs --output-path s3://BUCKET/imgclf --max-jobs 8
+    python scripts/tune.py --data s3://BUCKET/dogs --dry-run       # print the request, send nothing
+
+Searches lr 0.001-0.1 (log), batch-size {32, 64, 128, 256}, epochs 2-4 for the best valid
+accuracy (every other hyperparameter keeps the container's default), then prints the best job and
+writes its hyperparameters to --best (JSON), which train_debug.py takes with --hyperparameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import backends, flags
+from .dryrun import DryRun
+from .hyperparameters import SEARCH_SPACE, check_search_space, checked
+from .jobs import TrainingJob, Tuning
+
+# The tuning API takes no TensorBoardOutputConfig, so each trial writes its event files into its
+# own output.tar.gz (tensorboard/) instead.
+STATIC = {"tensorboard": "true"}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    flags.add_common_args(parser)
+    parser.add_argument("--max-jobs", type=int, default=8)
+    parser.add_argument("--max-parallel-jobs", type=int, default=2)
+    parser.add_argument("--best", type=Path, default=Path("best_hyperparameters.json"))
+    args = parser.parse_args(argv)
+    if args.local:
+        raise flags.LaunchError("the SDK's local mode has no tuner; try train_debug.py --local for one job")
+    if args.spot:
+        raise flags.LaunchError("--spot is for train_debug.py: a tuning job's trials would share one checkpoint prefix "
+                                "and resume from each other's checkpoints")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    target = flags.target_from(args)
+    check_search_space(SEARCH_SPACE)  # every value the tuner may send is one the container accepts
+    job = TrainingJob(hyperparameters=checked(STATIC), channels=flags.channels(target.data))
+    tuning = Tuning(search_space=SEARCH_SPACE, max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs)
+    dry_run = DryRun() if target.dry_run else None
+    result = backends.connect(target, dry_run).tune(job, tuning, wait=dry_run is None)
+    if dry_run is not None:
+        dry_run.print()
+        return 0
+    chosen = {k: v for k, v in result.hyperparameters.items() if not k.startswith(("_", "sagemaker_"))}
+    args.best.write_text(json.dumps(chosen, indent=1))
+    print(f"best job {result.best_job}: {json.dumps(chosen)} (written to {args.best}); each trial's TensorBoard event "
+          f"files are in tensorboard/ of its output.tar.gz under {target.output_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
