@@ -16,7 +16,6 @@ import pytest
 import requests
 
 from imgclf_launch import local_train
-from imgclf_launch.paths import REPO
 from imgclf_launch.sample_data import write_sample_data
 
 # Tests never reach AWS or the internet: dummy credentials, and a proxy on a closed

@@ -16,7 +16,8 @@ import pytest
 import requests
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import REPO, free_port, wait_until_healthy
+from conftest import free_port, wait_until_healthy
+from imgclf_launch.paths import REPO
 
 pytestmark = pytest.mark.docker
 

@@ -222,6 +222,22 @@ def test_usable_gpu_and_cpu_host():
     assert select_device(0, allow_cpu=False, report=cpu_host) == torch.device("cpu")
 
 
+
+def test_probe_keeps_torchs_warning_when_cuda_is_unusable(monkeypatch):
+    """What torch says on an old driver (it warns and answers False) reaches the report, word for word."""
+    import warnings
+
+    from imgclf import gpu
+
+    def old_driver() -> bool:
+        warnings.warn("CUDA initialization: The NVIDIA driver on your system is too old\n (found version 11040).")
+        return False
+
+    monkeypatch.setattr(torch.cuda, "is_available", old_driver)
+    report = gpu.probe()
+    assert not report.cuda_available
+    assert report.cuda_error == "CUDA initialization: The NVIDIA driver on your system is too old (found version 11040)."
+
 # --- precision ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("capability, cpu_bf16, train, serve", [

@@ -360,7 +360,7 @@ def run_invoke(*args: str, env: dict | None = None) -> subprocess.CompletedProce
     """scripts/invoke.py as a user runs it."""
     import os
 
-    from conftest import REPO
+    from imgclf_launch.paths import REPO
 
     return subprocess.run([sys.executable, str(REPO / "scripts" / "invoke.py"), *args], capture_output=True, text=True,
                           timeout=120, env={**os.environ, **(env or {})})

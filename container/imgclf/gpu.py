@@ -132,7 +132,7 @@ def _cuda_state() -> tuple[bool, str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         available = torch.cuda.is_available()
-    message = " ".join(str(w.message).split()) if caught and not available else ""
+    message = " ".join(" ".join(str(w.message).split()) for w in caught) if not available else ""
     return available, message[:400]
 
 

@@ -47,6 +47,20 @@ class Backend:
 
     def __init__(self, target: Target, boto, sagemaker_client):
         self.target, self.boto, self.sagemaker_client = target, boto, sagemaker_client
+        self.session, self.config = None, {}
+
+    @classmethod
+    def connect(cls, target: Target, dry_run: DryRun | None = None) -> Backend:
+        """The backend over one boto3 session (a dry run attached before any client exists), with the
+        user's SDK config and the SDK's session (``sdk_session``; local mode's under --local)."""
+        boto = boto_session(target, dry_run)
+        config = cls.sdk_config(dry_run is not None)
+        session = cls.sdk_session(target, boto, config)
+        if target.local:
+            session.config = {"local": {"local_code": True}}
+        backend = cls(target, boto, session.sagemaker_client if session else boto.client("sagemaker"))
+        backend.session, backend.config = session, config
+        return backend
 
     def model_data_of(self, source: str) -> str:
         """An s3:// or file:// model.tar.gz as given, or the artifacts of a training job by name."""

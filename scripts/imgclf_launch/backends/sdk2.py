@@ -6,11 +6,10 @@ from __future__ import annotations
 from imgclf.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC, OBJECTIVE_TYPE
 
 from ..debugger import rule_config_function
-from ..dryrun import DryRun
 from ..flags import LaunchError
 from ..jobs import Debugger, Deployment, SearchSpace, Target, TrainingJob, TrainingResult, Transform, Tuning, TuningResult
 from ..paths import REPO
-from .base import TENSORBOARD_LOCAL_PATH, Backend, boto_session, check_config_overrides, with_telemetry_off
+from .base import TENSORBOARD_LOCAL_PATH, Backend, check_config_overrides, with_telemetry_off
 
 
 def sdk_config(dry_run: bool) -> dict:
@@ -53,23 +52,18 @@ def parameter_ranges(space: SearchSpace) -> dict:
 class Sdk(Backend):
     major = 2
 
-    @classmethod
-    def connect(cls, target: Target, dry_run: DryRun | None = None) -> Sdk:
-        """A sagemaker Session (LocalSession with --local) over one boto3 session."""
-        boto = boto_session(target, dry_run)
-        config = sdk_config(dry_run is not None)
+    sdk_config = staticmethod(sdk_config)
+
+    @staticmethod
+    def sdk_session(target: Target, boto, config: dict):
+        """A sagemaker Session, or local mode's LocalSession."""
         if target.local:
             from sagemaker.local import LocalSession
 
-            session = LocalSession(boto_session=boto, sagemaker_config=config)
-            session.config = {"local": {"local_code": True}}
-        else:
-            import sagemaker
+            return LocalSession(boto_session=boto, sagemaker_config=config)
+        import sagemaker
 
-            session = sagemaker.Session(boto_session=boto, sagemaker_config=config)
-        backend = cls(target, boto, session.sagemaker_client)
-        backend.session = session
-        return backend
+        return sagemaker.Session(boto_session=boto, sagemaker_config=config)
 
     def _estimator(self, job: TrainingJob):
         """A generic Estimator for the image. Spot jobs keep their checkpoints under their own name:

@@ -15,13 +15,12 @@ import json
 import typing
 
 from ..debugger import rule_config_function
-from ..dryrun import DryRun
 from ..flags import LaunchError
 from ..jobs import Debugger, Deployment, Target, TrainingJob, TrainingResult, Transform, Tuning, TuningResult
 from ..names import image_base, short_timestamped, timestamped
 from ..paths import REPO
 from . import api_requests
-from .base import Backend, boto_session, check_config_overrides, with_telemetry_off
+from .base import Backend, check_config_overrides, with_telemetry_off
 
 # Where the user's SDK config sets defaults for each request (SageMaker.<Resource> in config.yaml).
 # The fields of a tuning job's HyperParameterTrainingJobDefinition that the user's TrainingJob defaults may fill.
@@ -109,19 +108,16 @@ def create(resource, request: dict, boto, region: str):
 class Sdk(Backend):
     major = 3
 
-    @classmethod
-    def connect(cls, target: Target, dry_run: DryRun | None = None) -> Sdk:
-        boto = boto_session(target, dry_run)
-        config = sdk_config(dry_run is not None)
-        session = None
-        if target.local:
-            from sagemaker.core.local import LocalSession
+    sdk_config = staticmethod(sdk_config)
 
-            session = LocalSession(boto_session=boto, sagemaker_config=config)
-            session.config = {"local": {"local_code": True}}
-        backend = cls(target, boto, session.sagemaker_client if session else boto.client("sagemaker"))
-        backend.session, backend.config = session, config
-        return backend
+    @staticmethod
+    def sdk_session(target: Target, boto, config: dict):
+        """Local mode's LocalSession; none on SageMaker (sagemaker-core resources take the boto3 session)."""
+        if not target.local:
+            return None
+        from sagemaker.core.local import LocalSession
+
+        return LocalSession(boto_session=boto, sagemaker_config=config)
 
     def _request(self, operation: str, request: dict) -> dict:
         defaults = self.config.get("SageMaker", {}).get(CONFIG_KEYS[operation], {})
