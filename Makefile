@@ -45,7 +45,7 @@ nginx:  ## install nginx (Debian package) if missing: `serve` runs it in front o
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; \
 		else echo "serve needs nginx: run 'sudo apt-get install nginx'" >&2; exit 1; fi; }
 
-$(DATA)/.done: scripts/make_sample_data.py | $(VENV)/.installed
+$(DATA)/.done: scripts/imgclf_launch/sample_data.py | $(VENV)/.installed
 	rm -rf $(DATA)
 	$(PY) scripts/make_sample_data.py $(DATA)
 	touch $@
