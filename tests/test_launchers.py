@@ -129,7 +129,8 @@ def test_debug_training_request(capsys):
 def test_missing_settings_fail_in_one_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
         tune.main(["--dry-run", "--image-uri", IMAGE, "--data", "s3://bucket/dogs"])
-    assert "missing --role (flags, or env" in str(exit_info.value)  # the region comes from AWS_DEFAULT_REGION
+    # the region comes from AWS_DEFAULT_REGION; a dry run shows the real request, so it needs the output path too
+    assert str(exit_info.value) == "error: missing --role, --output-path (flags, or env SAGEMAKER_ROLE, IMGCLF_OUTPUT_PATH)"
     with pytest.raises(SystemExit) as exit_info:
         tune.main(COMMON + ["--local"])
     assert "local mode has no tuner" in str(exit_info.value)
@@ -137,7 +138,8 @@ def test_missing_settings_fail_in_one_line(capsys):
         tune.main(COMMON + ["--spot"])
 
 
-DEPLOY = [a for a in COMMON if a not in ("--data", "s3://bucket/dogs")] + ["--endpoint", "dogs"]
+DEPLOY = [a for a in COMMON if a not in ("--data", "s3://bucket/dogs", "--output-path", "s3://bucket/out")] + [
+    "--endpoint", "dogs"]
 
 
 def test_deploy_request_on_cpu_has_no_ami(capsys):
@@ -248,7 +250,8 @@ def local_target(image: str, output: Path, data: Path, instance_count: int = 1, 
 
     return flags.target_from(Namespace(
         image_uri=image, role=None, region=None, data=str(data), output_path=f"file://{output}", instance_type="local",
-        instance_count=instance_count, distributed=distributed, spot=False, max_run=3600, local=True, dry_run=False))
+        instance_count=instance_count, distributed=distributed, spot=False, max_run=3600, local=True, dry_run=False),
+        "train_debug")
 
 
 @pytest.mark.docker

@@ -1,16 +1,25 @@
-"""AWS errors told apart by their code (botocore ``ClientError.response["Error"]["Code"]``), each
-turned into one line for the user.
+"""AWS, transport and job failures turned into one line for the user, and the boundary every
+launcher's ``main`` runs inside (``one_line_errors``): an error explained here ends the launcher with
+``error: ...`` on stderr and exit status 1, no traceback; anything else is a bug and keeps its
+traceback.
 
-The codes: botocore's SageMaker service model lists CreateTrainingJob's own errors as
-ResourceInUse, ResourceLimitExceeded and ResourceNotFound; ValidationException and
-AccessDeniedException are the common errors every AWS API may return (AWS API reference, "Common
-Errors"). A refused Debugger setting (Debugger is closed to new customers since 2026-07-30) comes
-back as one of those two; AWS documents no code of its own for it.
+AWS errors are told apart by their code (botocore ``ClientError.response["Error"]["Code"]``):
+botocore's SageMaker service model lists CreateTrainingJob's own errors as ResourceInUse,
+ResourceLimitExceeded and ResourceNotFound; ValidationException and AccessDeniedException are the
+common errors every AWS API may return (AWS API reference, "Common Errors"). A refused Debugger
+setting (Debugger is closed to new customers since 2026-07-30) comes back as one of those two; AWS
+documents no code of its own for it.
 """
 
 from __future__ import annotations
 
-from botocore.exceptions import ClientError
+import functools
+import logging
+from collections.abc import Callable
+
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+
+from .flags import LaunchError
 
 REFUSED = ("ValidationException", "AccessDeniedException")
 HINTS = {
@@ -19,9 +28,11 @@ HINTS = {
     "ResourceInUse": "a job with this name exists already",
     "ResourceNotFound": "a resource the request names does not exist",
 }
+BOTOCORE_HINTS = {NoRegionError: "give --region or set AWS_REGION",
+                  NoCredentialsError: "set up AWS credentials (aws configure, or AWS_PROFILE)"}
 
 
-def explain(error: ClientError, with_debugger: bool) -> str:
+def explain(error: ClientError, with_debugger: bool = False) -> str:
     """One line for a ClientError."""
     code = error.response["Error"].get("Code", "")
     message = " ".join(str(error.response["Error"].get("Message", "")).split())
@@ -32,3 +43,73 @@ def explain(error: ClientError, with_debugger: bool) -> str:
     if code in HINTS:
         return f"{code}: {HINTS[code]} ({message})"
     return f"{code}: {message}"
+
+
+def job_failures() -> tuple[type[Exception], ...]:
+    """The installed SDK's exceptions for a job or resource that ended badly (Failed, Stopped, a wait
+    that timed out): 2.x's UnexpectedStatusException; sagemaker-core's SageMakerCoreError, whose
+    subclasses are FailedStatusError, DeleteFailedStatusError, TimeoutExceededError and the config
+    loading errors. Imported here, not at the top: only one SDK is installed."""
+    from .backends import sdk_major
+
+    if sdk_major() == 2:
+        from sagemaker.exceptions import UnexpectedStatusException
+
+        return (UnexpectedStatusException,)
+    from sagemaker.core.utils.exceptions import SageMakerCoreError
+
+    return (SageMakerCoreError,)
+
+
+def one_line(error: Exception) -> str | None:
+    """The line for an error that is not a bug in the launcher; None for one that is."""
+    if isinstance(error, ClientError):
+        return explain(error)
+    if isinstance(error, BotoCoreError):
+        hint = next((f" ({text})" for kind, text in BOTOCORE_HINTS.items() if isinstance(error, kind)), "")
+        return "; ".join(line.strip() for line in str(error).splitlines() if line.strip()) + hint
+    if isinstance(error, job_failures()):
+        return " ".join(str(error).split())
+    return None
+
+
+class TroubleshootingLines(logging.Filter):
+    """SDK 2.x logs "Please check the troubleshooting guide ..." on its ``sagemaker`` logger before it
+    re-raises an AWS error: held back, and let through only if an error follows that gets no line of
+    ours (a bug)."""
+
+    def __init__(self):
+        super().__init__()
+        self.held: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "troubleshooting guide" in record.getMessage():
+            self.held.append(record)
+            return False
+        return True
+
+    def __enter__(self) -> TroubleshootingLines:
+        logging.getLogger("sagemaker").addFilter(self)
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        logging.getLogger("sagemaker").removeFilter(self)
+        if isinstance(error, Exception):  # a bug: its traceback comes with everything the SDK logged
+            for record in self.held:
+                logging.getLogger(record.name).handle(record)
+
+
+def one_line_errors(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """The launchers' error boundary: wraps a launcher's ``main`` (the console command and
+    ``python scripts/NAME.py`` both call it)."""
+    @functools.wraps(main)
+    def bounded(argv: list[str] | None = None) -> int:
+        with TroubleshootingLines():
+            try:
+                return main(argv)
+            except Exception as error:  # sorted by one_line; a bug is raised again
+                line = one_line(error)
+                if line is None:
+                    raise
+        raise LaunchError(line) from None
+    return bounded

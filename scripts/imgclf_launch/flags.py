@@ -1,4 +1,4 @@
-"""The flags every launcher shares, checked once and turned into a ``jobs.Target``."""
+"""The flags the launchers share, declared and checked once and turned into a ``jobs.Target``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ INFERENCE_AMI_VERSIONS = ("al2023-ami-sagemaker-inference-gpu-4-1", "al2-ami-sag
 # R535 and later run CUDA 13 (through the forward-compatibility libraries).
 TRANSFORM_AMI_VERSION = "al2-ami-sagemaker-batch-gpu-535"
 LOCAL_ROLE = "arn:aws:iam::000000000000:role/local-mode"
+TRAINING_JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")  # botocore: TrainingJobName
 
 
 class LaunchError(SystemExit):
@@ -31,25 +32,84 @@ class LaunchError(SystemExit):
         super().__init__(f"error: {message}")
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image-uri", default=os.environ.get("IMGCLF_IMAGE_URI"),
-                        help="the pushed image, ACCOUNT.dkr.ecr.REGION.amazonaws.com/imgclf:TAG (env IMGCLF_IMAGE_URI)")
-    parser.add_argument("--role", default=os.environ.get("SAGEMAKER_ROLE"),
-                        help="SageMaker execution role ARN (env SAGEMAKER_ROLE)")
-    parser.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
-    parser.add_argument("--data", default=os.environ.get("IMGCLF_DATA"),
-                        help="s3://BUCKET/PREFIX holding train/, valid/, test/ (or a local folder with --local)")
-    parser.add_argument("--output-path", default=os.environ.get("IMGCLF_OUTPUT_PATH"),
-                        help="s3://BUCKET/PREFIX for model artifacts (env IMGCLF_OUTPUT_PATH)")
+# The settings each launcher's actions need on SageMaker, declared once: a launcher's parser offers
+# the flags of its actions (add_settings), target_from asks for the action's own. --local fills in
+# the role and the region and needs no --output-path.
+TRAINING = ("--image-uri", "--role", "--region", "--data", "--output-path")
+NEEDS = {
+    "train_debug": TRAINING,
+    "tune": TRAINING,
+    "deploy": ("--image-uri", "--role", "--region"),
+    "deploy --delete": ("--region",),
+    "transform": ("--image-uri", "--role", "--region", "--output-path"),
+    "invoke": ("--region",),
+}
+# Each setting's environment variables (the first one set wins) and help.
+SETTINGS = {
+    "--image-uri": (("IMGCLF_IMAGE_URI",), "the pushed image, ACCOUNT.dkr.ecr.REGION.amazonaws.com/imgclf:TAG"),
+    "--role": (("SAGEMAKER_ROLE",), "SageMaker execution role ARN"),
+    "--region": (("AWS_REGION", "AWS_DEFAULT_REGION"), "the AWS region"),
+    "--data": (("IMGCLF_DATA",), "s3://BUCKET/PREFIX holding train/, valid/, test/ (or a local folder with --local)"),
+    "--output-path": (("IMGCLF_OUTPUT_PATH",), "s3://BUCKET/PREFIX for what the jobs write (a local folder with --local)"),
+}
+# The API's minimum for each count (botocore's SageMaker service model: MaxRuntimeInSeconds,
+# MaxNumberOfTrainingJobs, MaxParallelTrainingJobs, TransformInstanceCount, ProductionVariant
+# InitialInstanceCount: min 1) is 1; TrainingInstanceCount allows 0 only for instance groups, and
+# MaxConcurrentTransforms / MaxPayloadInMB 0 mean "ask the container", which leaving the flag out
+# does already.
+MAX_PAYLOAD_MB = 100  # CreateTransformJob: "The value of MaxPayloadInMB cannot be greater than 100 MB"
+
+
+def launcher_of(action: str) -> str:
+    return action.split()[0]
+
+
+def offered(launcher: str) -> list[str]:
+    """The setting flags a launcher's actions need, each once, in declaration order."""
+    return [flag for flag in SETTINGS if any(flag in needs for action, needs in NEEDS.items()
+                                             if launcher_of(action) == launcher)]
+
+
+def dest(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
+
+
+def at_least(minimum: int, maximum: int | None = None):
+    """An argparse type: a whole number in [minimum, maximum], else argparse's one-line error."""
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f"at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range: it must be {bounds}")
+        return value
+    return whole_number
+
+
+def add_settings(parser: argparse.ArgumentParser, launcher: str) -> None:
+    """The setting flags (with their environment defaults) that the launcher's actions need, and
+    --local and --dry-run."""
+    for flag in offered(launcher):
+        names, text = SETTINGS[flag]
+        default = next((os.environ[name] for name in names if os.environ.get(name)), None)
+        parser.add_argument(flag, default=default, help=f"{text} (env {' or '.join(names)})")
+    parser.add_argument("--local", action="store_true", help="SDK local mode: run the image on this machine")
+    parser.add_argument("--dry-run", action="store_true", help="print every API request instead of sending it")
+
+
+def add_instance_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instance-type", default="ml.g4dn.xlarge")
-    parser.add_argument("--instance-count", type=int, default=1)
+    parser.add_argument("--instance-count", type=at_least(1), default=1)
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distributed", action="store_true",
                         help="data-parallel over every GPU of every instance (torchrun; hyperparameter "
                              "sagemaker_torch_distributed_enabled); on by itself for one multi-GPU instance")
     parser.add_argument("--spot", action="store_true", help="managed spot training (checkpoints resume the job)")
-    parser.add_argument("--max-run", type=int, default=4 * 3600, help="seconds")
-    parser.add_argument("--local", action="store_true", help="SDK local mode: run the image on this machine")
-    parser.add_argument("--dry-run", action="store_true", help="print every API request instead of sending it")
+    parser.add_argument("--max-run", type=at_least(1), default=4 * 3600, help="seconds")
 
 
 def check_local_and_dry_run(local: bool, dry_run: bool) -> None:
@@ -57,23 +117,58 @@ def check_local_and_dry_run(local: bool, dry_run: bool) -> None:
         raise LaunchError("--dry-run shows SageMaker API requests; --local sends none (drop one of them)")
 
 
-def target_from(args: argparse.Namespace) -> Target:
-    """Check the flags every launcher needs; one clear line for each missing one."""
+def in_s3(flag: str, value: str, local: bool) -> None:
+    """Data and outputs of work on SageMaker (a dry run shows that work) are in S3."""
+    if not local and not value.startswith("s3://"):
+        raise LaunchError(f"{flag} {value}: SageMaker reads and writes s3://BUCKET/PREFIX only (a local folder needs --local)")
+
+
+def check_sdk_config_files() -> None:
+    """The SDK's config-file overrides must name a file or folder that exists (or an s3:// object):
+    the SDK reports a missing one with a traceback."""
+    for name in ("SAGEMAKER_ADMIN_CONFIG_OVERRIDE", "SAGEMAKER_USER_CONFIG_OVERRIDE"):
+        path = os.environ.get(name, "")
+        if path and not path.startswith("s3://") and not Path(path).exists():
+            raise LaunchError(f"{name}={path}: no such file or folder (the SageMaker SDK config to load)")
+
+
+def target_from(args: argparse.Namespace, action: str) -> Target:
+    """Check the settings ``action`` needs (a key of NEEDS); one clear line for what is missing or wrong."""
     check_local_and_dry_run(args.local, args.dry_run)
+    check_sdk_config_files()
+    values = {flag: getattr(args, dest(flag), None) for flag in offered(launcher_of(action))}
     if args.local:
-        args.instance_type = args.instance_type if args.instance_type.startswith("local") else "local"
-        args.role = args.role or LOCAL_ROLE
-        args.region = args.region or "us-east-1"
-    missing = [flag for flag, value in (("--image-uri", args.image_uri), ("--role", args.role),
-                                        ("--region", args.region), ("--data", args.data)) if not value]
+        values["--role"] = values.get("--role") or LOCAL_ROLE
+        values["--region"] = values.get("--region") or "us-east-1"
+    needed = [flag for flag in NEEDS[action] if not (args.local and flag == "--output-path")]
+    missing = [flag for flag in needed if not values.get(flag)]
     if missing:
-        raise LaunchError(f"missing {', '.join(missing)} (flags, or env IMGCLF_IMAGE_URI, SAGEMAKER_ROLE, AWS_REGION, IMGCLF_DATA)")
-    if not args.local and not args.dry_run and not (args.output_path or "").startswith("s3://"):
-        raise LaunchError("--output-path s3://BUCKET/PREFIX is required for jobs on SageMaker")
-    return Target(region=args.region, image_uri=args.image_uri, role=args.role, data=args.data,
-                  output_path=(args.output_path or "").rstrip("/") or None, instance_type=args.instance_type,
-                  instance_count=args.instance_count, distributed=args.distributed, spot=args.spot,
-                  max_run=args.max_run, local=args.local, dry_run=args.dry_run)
+        names = ", ".join(" or ".join(SETTINGS[flag][0]) for flag in missing)
+        raise LaunchError(f"missing {', '.join(missing)} (flags, or env {names})")
+    for flag in ("--data", "--output-path"):
+        if flag in needed:
+            in_s3(flag, values[flag], args.local)
+    instance_type = getattr(args, "instance_type", "local")
+    if args.local and not instance_type.startswith("local"):
+        instance_type = "local"
+    return Target(region=values["--region"], image_uri=values.get("--image-uri") or "", role=values.get("--role") or "",
+                  data=values.get("--data") or "", output_path=(values.get("--output-path") or "").rstrip("/") or None,
+                  instance_type=instance_type, instance_count=getattr(args, "instance_count", 1),
+                  distributed=getattr(args, "distributed", False), spot=getattr(args, "spot", False),
+                  max_run=getattr(args, "max_run", 0), local=args.local, dry_run=args.dry_run)
+
+
+def model_data(source: str, local: bool) -> str:
+    """--model-data: s3://.../model.tar.gz, file://... with --local, or a training job name (its
+    TrainingJobName pattern in botocore's SageMaker service model)."""
+    if source.startswith("s3://") or (local and source.startswith("file://")):
+        return source
+    if source.startswith("file://"):
+        raise LaunchError(f"--model-data {source}: file:// needs --local; SageMaker reads s3://.../model.tar.gz")
+    if not TRAINING_JOB_NAME.fullmatch(source):
+        raise LaunchError(f"--model-data {source}: expected s3://.../model.tar.gz, a training job name (letters, digits "
+                          "and dashes, at most 63), or file://... with --local")
+    return source
 
 
 def prefix_uri(location: str) -> str:

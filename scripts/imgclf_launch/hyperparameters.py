@@ -31,6 +31,16 @@ def checked(hyperparameters: Mapping[str, object]) -> dict[str, str]:
     return strings
 
 
+def with_defaults(defaults: Mapping[str, object], given: Mapping[str, object]) -> dict[str, object]:
+    """``given`` over a launcher's ``defaults``, names compared as the container compares them (dashes
+    or underscores): {"batch_size": 64} replaces the default batch-size, in the spelling given."""
+    def same(name: str) -> str:
+        return name.replace("_", "-")
+
+    overridden = {same(name) for name in given}
+    return {name: value for name, value in defaults.items() if same(name) not in overridden} | dict(given)
+
+
 def search_space_values(space: SearchSpace) -> list[dict[str, str]]:
     """One hyperparameter set per range end and per categorical value: what a tuner may send."""
     ends = [{name: str(low)} for name, (low, _, _) in space.continuous.items()]

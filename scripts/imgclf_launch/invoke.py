@@ -12,37 +12,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from . import backends, flags
+from . import aws_errors, backends, flags
 from .dryrun import DryRun
-from .jobs import Target
 
 TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
          ".bmp": "image/bmp", ".gif": "image/gif", ".tif": "image/tiff", ".tiff": "image/tiff"}
 
 
+@aws_errors.one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("image", type=Path)
     parser.add_argument("--endpoint", required=True)
-    parser.add_argument("--top-k", type=int, default=3)
-    parser.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
-    parser.add_argument("--local", action="store_true", help="an endpoint deployed with --local")
-    parser.add_argument("--dry-run", action="store_true", help="print the InvokeEndpoint request; send nothing")
+    parser.add_argument("--top-k", type=flags.at_least(1), default=3)
+    flags.add_settings(parser, "invoke")  # --region, --local (an endpoint deployed with --local), --dry-run
     args = parser.parse_args(argv)
-    flags.check_local_and_dry_run(args.local, args.dry_run)
-    if not args.region and not args.local:
-        raise flags.LaunchError("missing --region (or env AWS_REGION)")
+    target = flags.target_from(args, "invoke")
     try:
         body = args.image.read_bytes()
     except OSError as e:
         raise flags.LaunchError(f"cannot read {args.image}: {e.strerror}") from None
     content_type = TYPES.get(args.image.suffix.lower(), "application/x-image")
     dry_run = DryRun() if args.dry_run else None
-    backend = backends.connect(Target(region=args.region or "us-east-1", local=args.local, dry_run=args.dry_run), dry_run)
+    backend = backends.connect(target, dry_run)
     answer = predict(backend, args.endpoint, body, content_type, args.top_k)
     if dry_run is not None:
         dry_run.print()

@@ -28,7 +28,7 @@ from botocore.exceptions import ClientError
 
 from . import aws_errors, backends, debugger, flags
 from .dryrun import DryRun
-from .hyperparameters import checked
+from .hyperparameters import checked, with_defaults
 from .jobs import Target, TrainingJob
 from .names import timestamped
 
@@ -39,7 +39,9 @@ DEFAULTS = {"batch-size": "256", "lr": "0.00105"}
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    flags.add_common_args(parser)
+    flags.add_settings(parser, "train_debug")
+    flags.add_instance_args(parser)
+    flags.add_training_args(parser)
     parser.add_argument("--hyperparameters", type=Path, help="JSON from tune.py --best")
     parser.add_argument("--custom-rule-image", help="the sagemaker-debugger-rule-evaluator image URI of your region")
     parser.add_argument("--no-debugger", action="store_true", help="no Debugger hook or rules (the in-container rules still run)")
@@ -55,7 +57,7 @@ def hyperparameters_from(path: Path | None) -> dict[str, str]:
             raise flags.LaunchError(f"--hyperparameters {path}: {e}") from None
         if not isinstance(given, dict):
             raise flags.LaunchError(f"--hyperparameters {path}: expected a JSON object of name: value")
-    return checked(DEFAULTS | given)
+    return checked(with_defaults(DEFAULTS, given))
 
 
 def training_job(target: Target, args: argparse.Namespace, rules_source: str | None) -> TrainingJob:
@@ -67,9 +69,10 @@ def training_job(target: Target, args: argparse.Namespace, rules_source: str | N
                        if with_debugger else None)
 
 
+@aws_errors.one_line_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    target = flags.target_from(args)
+    target = flags.target_from(args, "train_debug")
     if args.custom_rule_image and not target.output_path:
         raise flags.LaunchError("--custom-rule-image needs --output-path: the rules' source is uploaded there")
     rules_source = f"{target.output_path}/debug-rules/rules.py" if args.custom_rule_image else None

@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import backends, flags
+from . import aws_errors, backends, flags
 from .dryrun import DryRun
 from .jobs import Transform
 from .paths import REPO
@@ -27,13 +27,15 @@ from .paths import REPO
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    flags.add_common_args(parser)
-    parser.set_defaults(instance_type="ml.g4dn.xlarge", data="-")
+    flags.add_settings(parser, "transform")
+    flags.add_instance_args(parser)
     parser.add_argument("--model-data", required=True, help="s3://.../model.tar.gz, file://... with --local, or a training job name")
     parser.add_argument("--input", required=True, help="s3://BUCKET/PREFIX/ of images, or a local folder with --local")
     parser.add_argument("--content-type", default="application/x-image", help="sent with every image")
-    parser.add_argument("--max-concurrent-transforms", type=int, help="requests in flight per instance (default: the container's)")
-    parser.add_argument("--max-payload-mb", type=int, help="largest image in MB (default: the container's, 6)")
+    parser.add_argument("--max-concurrent-transforms", type=flags.at_least(1),
+                        help="requests in flight per instance (default: the container's)")
+    parser.add_argument("--max-payload-mb", type=flags.at_least(1, flags.MAX_PAYLOAD_MB),
+                        help="largest image in MB (default: the container's, 6)")
     parser.add_argument("--transform-ami-version", default="auto",
                         choices=("auto", "none", "al2-ami-sagemaker-batch-gpu-535", "al2-ami-sagemaker-batch-gpu-470"),
                         help=f"auto: {flags.TRANSFORM_AMI_VERSION} on GPU instance types, none on CPU types")
@@ -59,17 +61,25 @@ def warn_about_subfolders(folder: Path) -> None:
               file=sys.stderr)
 
 
+def check_limits(args: argparse.Namespace) -> None:
+    """CreateTransformJob: MaxConcurrentTransforms * MaxPayloadInMB may not exceed 100 MB either."""
+    if args.max_concurrent_transforms and args.max_payload_mb and \
+            args.max_concurrent_transforms * args.max_payload_mb > flags.MAX_PAYLOAD_MB:
+        raise flags.LaunchError(f"--max-concurrent-transforms {args.max_concurrent_transforms} times --max-payload-mb "
+                                f"{args.max_payload_mb} is over SageMaker's limit of {flags.MAX_PAYLOAD_MB} MB")
+
+
+@aws_errors.one_line_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    target = flags.target_from(args)
-    if not target.local and not target.dry_run and not args.input.startswith("s3://"):
-        raise flags.LaunchError("--input must be s3://BUCKET/PREFIX/ for a job on SageMaker (a local folder needs --local)")
-    output = target.output_path or (str(REPO / "build" / "transform") if target.local else None)
-    if output is None:
-        raise flags.LaunchError("--output-path is required")
+    target = flags.target_from(args, "transform")
+    flags.in_s3("--input", args.input, target.local)
+    check_limits(args)
+    model_data = flags.model_data(args.model_data, target.local)
+    output = target.output_path or str(REPO / "build" / "transform")  # on SageMaker target_from asks for one
     dry_run = DryRun() if target.dry_run else None
     backend = backends.connect(target, dry_run)
-    spec = Transform(model_data=backend.model_data_of(args.model_data), input=flags.prefix_uri(args.input),
+    spec = Transform(model_data=backend.model_data_of(model_data), input=flags.prefix_uri(args.input),
                      output_path=output if output.startswith("s3://") else flags.prefix_uri(output),
                      content_type=args.content_type, max_concurrent_transforms=args.max_concurrent_transforms,
                      max_payload_mb=args.max_payload_mb,

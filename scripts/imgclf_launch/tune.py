@@ -1,7 +1,7 @@
 """Hyperparameter tuning with the image.
 
     python scripts/tune.py --data s3://BUCKET/dogs --output-path s3://BUCKET/imgclf --max-jobs 8
-    python scripts/tune.py --data s3://BUCKET/dogs --dry-run       # print the request, send nothing
+    python scripts/tune.py --data s3://BUCKET/dogs --output-path s3://BUCKET/imgclf --dry-run   # print the request only
 
 Searches lr 0.001-0.1 (log), batch-size {32, 64, 128, 256}, epochs 2-4 for the best valid
 accuracy (every other hyperparameter keeps the container's default), then prints the best job and
@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import backends, flags
+from . import aws_errors, backends, flags
 from .dryrun import DryRun
 from .hyperparameters import SEARCH_SPACE, check_search_space, checked
 from .jobs import TrainingJob, Tuning
@@ -27,9 +27,11 @@ STATIC = {"tensorboard": "true"}
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    flags.add_common_args(parser)
-    parser.add_argument("--max-jobs", type=int, default=8)
-    parser.add_argument("--max-parallel-jobs", type=int, default=2)
+    flags.add_settings(parser, "tune")
+    flags.add_instance_args(parser)
+    flags.add_training_args(parser)
+    parser.add_argument("--max-jobs", type=flags.at_least(1), default=8)
+    parser.add_argument("--max-parallel-jobs", type=flags.at_least(1), default=2)
     parser.add_argument("--best", type=Path, default=Path("best_hyperparameters.json"))
     args = parser.parse_args(argv)
     if args.local:
@@ -40,9 +42,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+@aws_errors.one_line_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    target = flags.target_from(args)
+    target = flags.target_from(args, "tune")
     check_search_space(SEARCH_SPACE)  # every value the tuner may send is one the container accepts
     job = TrainingJob(hyperparameters=checked(STATIC), channels=flags.channels(target.data))
     tuning = Tuning(search_space=SEARCH_SPACE, max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs)
