@@ -706,3 +706,285 @@ def test_requests_equal_the_expected_ones(case, capsys, tmp_path):
         path.write_text(json.dumps(actual, indent=1) + "\n")
     expected = json.loads(path.read_text())
     assert without_documented_differences(actual, sdk) == without_documented_differences(expected, sdk)
+
+
+# --- Each action asks only for the flags it uses (flags.NEEDS); numbers, places and names checked
+# before any request; every launcher's failures end in one line (aws_errors.one_line_errors).
+
+NO_SETTINGS = ("IMGCLF_IMAGE_URI", "SAGEMAKER_ROLE", "AWS_REGION", "IMGCLF_DATA", "IMGCLF_OUTPUT_PATH")
+
+
+@pytest.fixture
+def no_settings_in_env(monkeypatch):
+    for name in NO_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_deploy_delete_and_invoke_need_only_what_they_use(capsys, no_settings_in_env, monkeypatch, tmp_path):
+    request = captured(capsys, deploy.main, ["--delete", "--endpoint", "dogs", "--region", "us-east-1", "--dry-run"])
+    assert list(request) == ["DescribeEndpoint", "DescribeEndpointConfig", "DeleteEndpoint", "DeleteEndpointConfig",
+                             "DeleteModel"]
+    model = ["--model-data", "s3://bucket/out/job/output/model.tar.gz", "--endpoint", "dogs", "--dry-run"]
+    request = captured(capsys, deploy.main, model + ["--image-uri", IMAGE, "--role", "arn:aws:iam::123456789012:role/sm"])
+    assert list(request) == ["CreateModel", "CreateEndpointConfig", "CreateEndpoint"]  # no --output-path, no --data
+    with pytest.raises(SystemExit, match=r"^error: missing --image-uri, --role \(flags, or env IMGCLF_IMAGE_URI, "
+                                         r"SAGEMAKER_ROLE\)$"):
+        deploy.main(model)
+    with pytest.raises(SystemExit) as exit_info:
+        deploy.main(model + ["--output-path", "s3://bucket/out"])  # a flag deploy has no use for
+    assert exit_info.value.code == 2 and "unrecognized arguments: --output-path" in capsys.readouterr().err
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    image = tmp_path / "dog.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(SystemExit, match=r"^error: missing --region \(flags, or env AWS_REGION or AWS_DEFAULT_REGION\)$"):
+        invoke.main([str(image), "--endpoint", "dogs", "--dry-run"])
+
+
+def doc_example(module, marker: str) -> list[str]:
+    """The flags of the docstring's example line containing ``marker``, BUCKET made a bucket name."""
+    line = next(line for line in module.__doc__.splitlines() if marker in line)
+    return line.split("#")[0].replace("BUCKET", "bucket").split()[2:]
+
+
+@pytest.mark.parametrize("launcher", [train_debug, tune])
+def test_training_dry_runs_need_an_output_path_in_s3(launcher, capsys, no_settings_in_env):
+    settings = ["--image-uri", IMAGE, "--role", "arn:aws:iam::123456789012:role/sm", "--data", "s3://bucket/dogs"]
+    with pytest.raises(SystemExit, match=r"^error: missing --output-path \(flags, or env IMGCLF_OUTPUT_PATH\)$"):
+        launcher.main(settings + ["--dry-run"])
+    with pytest.raises(SystemExit, match="^error: --output-path out: SageMaker reads and writes s3://BUCKET/PREFIX only"):
+        launcher.main(settings + ["--dry-run", "--output-path", "out"])
+    if launcher is tune:  # its docstring's dry-run example, as written (train_debug's says "...")
+        example = doc_example(launcher, "--dry-run")
+        assert launcher.main([a for a in settings if a not in example[:2]] + example) == 0
+        assert "(not sent)" in capsys.readouterr().out
+
+
+def test_data_and_input_must_be_in_s3_unless_local():
+    with pytest.raises(SystemExit, match="^error: --data /tmp: SageMaker reads and writes s3://"):
+        train_debug.main([a if a != "s3://bucket/dogs" else "/tmp" for a in COMMON])
+    with pytest.raises(SystemExit, match="^error: --input photos/: SageMaker reads and writes s3://"):
+        transform.main([a if a != "s3://bucket/photos" else "photos/" for a in TRANSFORM])
+    with pytest.raises(SystemExit, match="^error: --output-path predictions: SageMaker reads and writes s3://"):
+        transform.main([a if a != "s3://bucket/predictions" else "predictions" for a in TRANSFORM])
+
+
+@pytest.mark.parametrize(("launcher", "argv", "flag", "value", "expected"), [
+    ("tune", COMMON, "--max-jobs", "0", "0 is out of range: it must be at least 1"),  # MaxNumberOfTrainingJobs min 1
+    ("tune", COMMON, "--max-parallel-jobs", "0", "at least 1"),                        # MaxParallelTrainingJobs min 1
+    ("train_debug", COMMON, "--max-run", "0", "at least 1"),                            # MaxRuntimeInSeconds min 1
+    ("train_debug", COMMON, "--instance-count", "0", "at least 1"),
+    ("train_debug", COMMON, "--instance-count", "two", "'two' is not a whole number"),
+    ("deploy", DEPLOY, "--instance-count", "-1", "at least 1"),                         # InitialInstanceCount min 1
+    ("deploy", DEPLOY, "--autoscale-max", "1", "at least 2"),
+    ("deploy", DEPLOY, "--invocations-per-instance", "0", "at least 1"),
+    ("transform", TRANSFORM, "--max-concurrent-transforms", "0", "at least 1"),
+    ("transform", TRANSFORM, "--max-payload-mb", "0", "from 1 to 100"),
+    ("transform", TRANSFORM, "--max-payload-mb", "101", "from 1 to 100"),               # at most 100 MB (API docs)
+    ("invoke", ["IMAGE_FILE", "--endpoint", "dogs", "--dry-run"], "--top-k", "0", "at least 1"),
+])
+def test_counts_below_the_api_minimum_fail_in_argparse(launcher, argv, flag, value, expected, capsys):
+    module = {"train_debug": train_debug, "tune": tune, "deploy": deploy, "transform": transform, "invoke": invoke}[launcher]
+    with pytest.raises(SystemExit) as exit_info:
+        module.main([a for a in argv if a != "IMAGE_FILE"] + [flag, value] + (["x.png"] if "IMAGE_FILE" in argv else []))
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert f"error: argument {flag}: " in last and last.endswith(expected), last
+
+
+def test_limits_that_depend_on_each_other():
+    with pytest.raises(SystemExit, match="^error: --autoscale-max 2 must be above --instance-count 2"):
+        deploy.main(DEPLOY + ["--model-data", "s3://b/m.tar.gz", "--instance-count", "2", "--autoscale-max", "2"])
+    with pytest.raises(SystemExit, match="^error: --max-concurrent-transforms 4 times --max-payload-mb 30 is over"):
+        transform.main(TRANSFORM + ["--max-concurrent-transforms", "4", "--max-payload-mb", "30"])
+
+
+@pytest.mark.parametrize("source", ["/tmp/model.tar.gz", "file:///tmp/model.tar.gz", "job_with_underscores",
+                                    "a" * 64, "ends-with-a-dash-"])
+def test_model_data_is_s3_a_training_job_name_or_local(source):
+    with pytest.raises(SystemExit, match=f"^error: --model-data {re.escape(source)}: "):
+        deploy.main(DEPLOY + ["--model-data", source])
+    with pytest.raises(SystemExit, match=f"^error: --model-data {re.escape(source)}: "):
+        transform.main([a if a != "s3://bucket/out/job/output/model.tar.gz" else source for a in TRANSFORM])
+
+
+def test_hyperparameters_in_either_spelling_override_the_defaults(capsys, tmp_path):
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"batch_size": 64}))
+    job = captured(capsys, train_debug.main, COMMON + ["--no-debugger", "--hyperparameters", str(best)])["CreateTrainingJob"]
+    assert job["HyperParameters"] == {"lr": "0.00105", "batch_size": "64"}
+    best.write_text(json.dumps({"batch_size": 64, "batch-size": 32}))  # really given twice
+    with pytest.raises(SystemExit, match="'batch-size' is given twice"):
+        train_debug.main(COMMON + ["--hyperparameters", str(best)])
+
+
+class FakeSageMaker:
+    """Stands in for SageMaker (and CloudWatch Logs) on loopback: ``answer(operation, body)`` gives
+    (HTTP status, JSON answer) for each request; operations are recorded."""
+
+    def __init__(self, answer):
+        import http.server
+        import threading
+
+        self.operations: list[str] = []
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                operation = self.headers.get("X-Amz-Target", "").rpartition(".")[2]
+                fake.operations.append(operation)
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                status, answer = fake.answer(operation, body)
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/x-amz-json-1.1")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_):
+                pass
+
+        self.answer = answer
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def refusing(code: str):
+    def answer(operation: str, body: dict) -> tuple[int, dict]:
+        return 400, {"__type": code, "message": f"no {operation} today"}
+    return answer
+
+
+def failing_job(operation: str, body: dict) -> tuple[int, dict]:
+    """CreateTrainingJob accepted; the job has failed by the first look at it."""
+    if operation == "CreateTrainingJob":
+        return 200, {"TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/x"}
+    if operation == "DescribeTrainingJob":
+        return 200, {"TrainingJobName": body["TrainingJobName"], "TrainingJobStatus": "Failed",
+                     "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/x",
+                     "SecondaryStatus": "Failed", "FailureReason": "AlgorithmError: boom", "CreationTime": 1.7e9,
+                     "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": IMAGE},
+                     "RoleArn": "arn:aws:iam::123456789012:role/sm", "StoppingCondition": {"MaxRuntimeInSeconds": 60},
+                     "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+                     "OutputDataConfig": {"S3OutputPath": "s3://bucket/out"}, "ModelArtifacts": {"S3ModelArtifacts": ""}}
+    if operation == "DescribeLogStreams":
+        return 200, {"logStreams": []}
+    return 200, {}
+
+
+def run_launcher(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """scripts/NAME.py as a user runs it."""
+    import os
+
+    from imgclf_launch.paths import REPO
+
+    return subprocess.run([sys.executable, str(REPO / "scripts" / f"{name}.py"), *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "AWS_MAX_ATTEMPTS": "1", **(env or {})})
+
+
+def assert_one_line(result: subprocess.CompletedProcess, expected: str) -> None:
+    """Exit status 1, the last line of stderr the error, and no traceback or SDK error log anywhere."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    *before, last = result.stderr.splitlines()
+    assert last.startswith(expected), output
+    others = result.stdout + "\n".join(before)
+    assert "Traceback" not in others and "troubleshooting guide" not in others, output
+    assert "───" not in output, output  # 2.x's rich traceback frames
+
+
+LAUNCHES = {  # what each launcher sends first, run without --dry-run
+    "tune": ("CreateHyperParameterTuningJob", [a for a in COMMON if a != "--dry-run"]),
+    "deploy": ("CreateModel", [a for a in DEPLOY if a != "--dry-run"] + ["--model-data", "s3://b/m.tar.gz"]),
+    "deploy --delete": ("DescribeEndpoint", ["--delete", "--endpoint", "dogs", "--region", "us-east-1"]),
+    "transform": ("CreateModel", [a for a in TRANSFORM if a != "--dry-run"]),
+    "train_debug": ("CreateTrainingJob", [a for a in COMMON if a != "--dry-run"] + ["--no-debugger"]),
+}
+
+
+@pytest.mark.parametrize("action", sorted(LAUNCHES))
+def test_an_aws_error_is_one_line_from_every_launcher(action, real_sockets):
+    operation, argv = LAUNCHES[action]
+    fake = FakeSageMaker(refusing("ValidationException"))
+    try:
+        result = run_launcher(action.split()[0], *argv, env={"AWS_ENDPOINT_URL": fake.url})
+    finally:
+        fake.close()
+    assert_one_line(result, f"error: ValidationException: no {operation} today")
+
+
+def test_a_failed_job_is_one_line(real_sockets):
+    fake = FakeSageMaker(failing_job)
+    try:
+        result = run_launcher("train_debug", *LAUNCHES["train_debug"][1], "--instance-type", "ml.m5.xlarge",
+                              env={"AWS_ENDPOINT_URL": fake.url})
+    finally:
+        fake.close()
+    expected = {2: "error: Error for Training job imgclf-", 3: "error: Encountered unexpected failed state while waiting "
+                                                               "for TrainingJob. Final Resource State: Failed."}
+    assert_one_line(result, expected[backends.sdk_major()])
+    assert "AlgorithmError: boom" in result.stderr.splitlines()[-1]
+
+
+def test_a_closed_port_is_one_line(real_sockets, monkeypatch, capsys):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with pytest.raises(SystemExit, match=r'^error: Could not connect to the endpoint URL: "http://127.0.0.1:9/"$'):
+        train_debug.main(LAUNCHES["train_debug"][1])
+
+
+def test_sdk_config_file_errors_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(tmp_path / "missing.yaml"))
+    with pytest.raises(SystemExit, match=f"^error: SAGEMAKER_USER_CONFIG_OVERRIDE={tmp_path}/missing.yaml: no such file"):
+        deploy.main(DEPLOY + ["--model-data", "s3://b/m.tar.gz"])
+    bad = tmp_path / "config.yaml"
+    bad.write_text("SchemaVersion: '1.0'\nSageMaker:\n  Model:\n    Foo: 1\n")
+    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(bad))
+    with pytest.raises(SystemExit, match=r"^error: your SageMaker SDK config file is invalid at SageMaker.Model: "
+                                         r"Additional properties are not allowed \('Foo' was unexpected\)$"):
+        deploy.main(DEPLOY + ["--model-data", "s3://b/m.tar.gz"])
+
+
+def test_the_error_boundary_explains_botocore_errors_and_keeps_bugs():
+    import logging
+
+    from botocore.exceptions import NoRegionError, ParamValidationError
+
+    from imgclf_launch import aws_errors
+
+    assert aws_errors.one_line(NoRegionError()) == "You must specify a region. (give --region or set AWS_REGION)"
+    invalid = ParamValidationError(report="Invalid value for A\nInvalid value for B")
+    assert aws_errors.one_line(invalid) == "Parameter validation failed:; Invalid value for A; Invalid value for B"
+    held: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            held.append(record.getMessage())
+
+    logger = logging.getLogger("sagemaker")
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        @aws_errors.one_line_errors
+        def explained(argv):
+            logger.error("Please check the troubleshooting guide for common errors: %s", "https://docs")
+            raise NoRegionError()
+
+        @aws_errors.one_line_errors
+        def buggy(argv):
+            logger.error("Please check the troubleshooting guide for common errors: %s", "https://docs")
+            raise KeyError("Account")
+
+        with pytest.raises(SystemExit, match="^error: You must specify a region"):
+            explained(None)
+        assert held == []  # the error got our line: the SDK's pointer is dropped
+        with pytest.raises(KeyError):
+            buggy(None)  # a bug keeps its traceback, and what the SDK logged comes with it
+        assert held == ["Please check the troubleshooting guide for common errors: https://docs"]
+    finally:
+        logger.removeHandler(handler)

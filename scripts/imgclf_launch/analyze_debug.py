@@ -16,6 +16,7 @@ from pathlib import Path
 
 from imgclf import report, rules
 
+from .aws_errors import one_line_errors
 from .flags import LaunchError
 
 
@@ -70,6 +71,7 @@ def judge(trial) -> list[dict]:
     return outcomes
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)

@@ -52,13 +52,27 @@ def job_failures() -> tuple[type[Exception], ...]:
     loading errors. Imported here, not at the top: only one SDK is installed."""
     from .backends import sdk_major
 
-    if sdk_major() == 2:
+    try:
+        major = sdk_major()
+    except LaunchError:  # no SDK (analyze_debug and prepare_data need none): no job of its to fail
+        return ()
+    if major == 2:
         from sagemaker.exceptions import UnexpectedStatusException
 
         return (UnexpectedStatusException,)
     from sagemaker.core.utils.exceptions import SageMakerCoreError
 
     return (SageMakerCoreError,)
+
+
+def config_errors() -> tuple[type[Exception], ...]:
+    """How both SDKs refuse a config file that breaks their schema (load_sagemaker_config validates
+    it with jsonschema, one of their dependencies)."""
+    try:
+        from jsonschema.exceptions import ValidationError
+    except ImportError:
+        return ()
+    return (ValidationError,)
 
 
 def one_line(error: Exception) -> str | None:
@@ -68,6 +82,9 @@ def one_line(error: Exception) -> str | None:
     if isinstance(error, BotoCoreError):
         hint = next((f" ({text})" for kind, text in BOTOCORE_HINTS.items() if isinstance(error, kind)), "")
         return "; ".join(line.strip() for line in str(error).splitlines() if line.strip()) + hint
+    if isinstance(error, config_errors()):
+        where = ".".join(str(part) for part in error.absolute_path)
+        return f"your SageMaker SDK config file is invalid at {where}: {' '.join(error.message.split())}"
     if isinstance(error, job_failures()):
         return " ".join(str(error).split())
     return None

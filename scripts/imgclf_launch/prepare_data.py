@@ -18,6 +18,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from .aws_errors import one_line_errors
+
 DOGS_URL = "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip"
 CHANNELS = ("train", "valid", "test")
 
@@ -108,6 +110,7 @@ def dry_run_plan(source: str, work: Path, destination: str) -> str:
     return f"channels in {source}: {counts}\nwould upload {sum(counts.values())} files to {destination} (dry run)"
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bucket", required=True)
