@@ -359,19 +359,10 @@ def test_invoke_dry_run(capsys, sample_data):
                        "CustomAttributes": "top_k=2", "Body": f"<{image.stat().st_size} bytes>"}
 
 
-def run_invoke(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """scripts/invoke.py as a user runs it."""
-    import os
-
-    from imgclf_launch.paths import REPO
-
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "invoke.py"), *args], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **(env or {})})
-
-
 def test_invoke_to_a_closed_port_fails_in_one_line(sample_data, real_sockets):
     image = sorted((sample_data / "test" / "004.three").iterdir())[0]
-    result = run_invoke(str(image), "--endpoint", "dogs", env={"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": "http://127.0.0.1:9"})
+    result = run_launcher("invoke", str(image), "--endpoint", "dogs",
+                          env={"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": "http://127.0.0.1:9"})
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if "sagemaker.config INFO" not in line]
     assert lines == ['error: endpoint dogs: Could not connect to the endpoint URL: '
@@ -570,7 +561,7 @@ def test_invoke_script_really_sends_to_the_local_endpoint(local_endpoint, jpeg_f
     _, name = local_endpoint
     folder, expected = jpeg_folder
     relative, label = next(iter(expected.items()))
-    result = run_invoke(str(folder / relative), "--endpoint", name, "--local", "--top-k", "2")
+    result = run_launcher("invoke", str(folder / relative), "--endpoint", name, "--local", "--top-k", "2")
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if re.match(r"\d+\. ", line)]  # not the SDK's INFO lines
     assert len(lines) == 2 and lines[0].startswith(f"1. {label}  ") and lines[1].startswith("2. "), result.stdout
