@@ -785,6 +785,9 @@ def test_counts_below_the_api_minimum_fail_in_argparse(launcher, argv, flag, val
 def test_limits_that_depend_on_each_other():
     with pytest.raises(SystemExit, match="^error: --autoscale-max 2 must be above --instance-count 2"):
         deploy.main(DEPLOY + ["--model-data", "s3://b/m.tar.gz", "--instance-count", "2", "--autoscale-max", "2"])
+    with pytest.raises(SystemExit, match="^error: --autoscale-max: local mode has no autoscaling"):
+        deploy.main(["--local", "--image-uri", "imgclf:latest", "--endpoint", "dogs", "--model-data", "file:///m.tar.gz",
+                     "--autoscale-max", "4"])
     with pytest.raises(SystemExit, match="^error: --max-concurrent-transforms 4 times --max-payload-mb 30 is over"):
         transform.main(TRANSFORM + ["--max-concurrent-transforms", "4", "--max-payload-mb", "30"])
 
@@ -979,3 +982,13 @@ def test_the_error_boundary_explains_botocore_errors_and_keeps_bugs():
         assert held == ["Please check the troubleshooting guide for common errors: https://docs"]
     finally:
         logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("launcher", ["train_debug", "deploy --delete"])
+def test_an_unknown_region_is_one_line(launcher):
+    """Else 2.x and 3.x fail with a traceback looking up the region's Debugger rule images."""
+    argv = {"train_debug": COMMON, "deploy --delete": DEPLOY + ["--delete"]}[launcher]
+    module = {"train_debug": train_debug, "deploy --delete": deploy}[launcher]
+    with pytest.raises(SystemExit, match="^error: --region mars-1: SageMaker is not in that region as far as this "
+                                         "botocore knows"):
+        module.main([a if a != "us-east-1" else "mars-1" for a in argv])

@@ -132,6 +132,19 @@ def check_sdk_config_files() -> None:
             raise LaunchError(f"{name}={path}: no such file or folder (the SageMaker SDK config to load)")
 
 
+def check_region(region: str) -> None:
+    """A region botocore's endpoint data knows SageMaker in (no request): for any other the SDKs fail
+    with a traceback (their Debugger rule image lookup) or the request goes to a host that is not there."""
+    import boto3
+
+    session = boto3.session.Session()
+    known = {name for partition in session.get_available_partitions()
+             for name in session.get_available_regions("sagemaker", partition)}
+    if region not in known:
+        raise LaunchError(f"--region {region}: SageMaker is not in that region as far as this botocore knows "
+                          "(a new region needs a newer boto3)")
+
+
 def target_from(args: argparse.Namespace, action: str) -> Target:
     """Check the settings ``action`` needs (a key of NEEDS); one clear line for what is missing or wrong."""
     check_local_and_dry_run(args.local, args.dry_run)
@@ -148,6 +161,8 @@ def target_from(args: argparse.Namespace, action: str) -> Target:
     for flag in ("--data", "--output-path"):
         if flag in needed:
             in_s3(flag, values[flag], args.local)
+    if not args.local:
+        check_region(values["--region"])
     instance_type = getattr(args, "instance_type", "local")
     if args.local and not instance_type.startswith("local"):
         instance_type = "local"
