@@ -647,7 +647,6 @@ LEFT_OUT = {3: {
     ("sagemaker CreateTrainingJob", "ProfilerConfig.DisableProfiler", False): "sagemaker-core's serializer drops false "
                                                                                "values; false is the API's default",
     ("sagemaker CreateModel", "PrimaryContainer.Environment", None): "sagemaker-core drops an empty map",
-    ("sagemaker CreateEndpoint", "Tags", None): "sagemaker-core drops an empty list",
 }}
 
 
@@ -703,3 +702,84 @@ def test_requests_equal_the_expected_ones(case, capsys, tmp_path):
         path.write_text(json.dumps(actual, indent=1) + "\n")
     expected = json.loads(path.read_text())
     assert without_documented_differences(actual, sdk) == without_documented_differences(expected, sdk)
+
+
+# --- The user's SDK config applied where 2.x applies it, on both SDKs (the config_* expected requests
+# are 2.x's, IMGCLF_WRITE_EXPECTED=1 rewrites them as above).
+
+USER_CONFIG = EXPECTED / "user_config.yaml"
+CONFIG_CASES = {
+    "config_train_gpu_local_storage": ("train_debug", COMMON + ["--no-debugger", "--instance-type", "ml.g4dn.xlarge"]),
+    "config_train_cpu": ("train_debug", COMMON + ["--no-debugger", "--instance-type", "ml.m5.xlarge"]),
+    "config_tune_gpu_local_storage": ("tune", COMMON + ["--instance-type", "ml.g4dn.xlarge"]),
+    "config_tune_cpu": ("tune", COMMON + ["--instance-type", "ml.m5.xlarge"]),
+    "config_deploy_gpu_local_storage": ("deploy", DEPLOY + ["--model-data", "imgclf-2026-11-25-10-00-00-000",
+                                                            "--instance-type", "ml.g4dn.xlarge"]),
+    "config_deploy_cpu": CASES["deploy_cpu"],
+    "config_transform_gpu": CASES["transform_gpu"],
+}
+
+
+def config_case_requests(case: str, capsys, monkeypatch) -> list[list]:
+    """The normalized requests of a CONFIG_CASES run with USER_CONFIG; checked against (or, with
+    IMGCLF_WRITE_EXPECTED=1 on 2.x, written to) tests/expected_requests/CASE.json."""
+    import os
+
+    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(USER_CONFIG))
+    launcher, argv = CONFIG_CASES[case]
+    module = {"train_debug": train_debug, "tune": tune, "deploy": deploy, "transform": transform}[launcher]
+    assert module.main(argv) == 0
+    actual = normalized(requests_of(capsys.readouterr().out))
+    path, sdk = EXPECTED / f"{case}.json", backends.sdk_major()
+    if os.environ.get("IMGCLF_WRITE_EXPECTED") == "1":
+        assert sdk == 2, "the expected requests are what SDK 2.x sends: write them from .venv"
+        path.write_text(json.dumps(actual, indent=1) + "\n")
+    expected = json.loads(path.read_text())
+    assert without_documented_differences(actual, sdk) == without_documented_differences(expected, sdk)
+    return actual
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_CASES))
+def test_requests_with_a_user_config_equal_the_expected_ones(case, capsys, monkeypatch):
+    config_case_requests(case, capsys, monkeypatch)
+
+
+def test_user_config_keys_go_only_where_2x_puts_them(capsys, monkeypatch):
+    """A volume KMS key only on instance types with EBS storage (not g4dn's local NVMe: botocore's
+    CreateTrainingJob documentation), data capture and async keys only into a request that has those
+    sections, Model.Containers never beside our PrimaryContainer, a variant item never without a
+    core dump destination."""
+    def created(case: str) -> dict[str, dict]:
+        return {name.removeprefix("sagemaker "): body for name, body in config_case_requests(case, capsys, monkeypatch)}
+
+    volume = "arn:aws:kms:us-east-1:123456789012:key/train-volume"
+    assert "VolumeKmsKeyId" not in created("config_train_gpu_local_storage")["CreateTrainingJob"]["ResourceConfig"]
+    job = created("config_train_cpu")["CreateTrainingJob"]
+    assert job["ResourceConfig"]["VolumeKmsKeyId"] == volume
+    assert (job["VpcConfig"]["Subnets"], job["EnableInterContainerTrafficEncryption"]) == (["subnet-1"], True)
+    definition = created("config_tune_cpu")["CreateHyperParameterTuningJob"]["TrainingJobDefinition"]
+    assert definition["HyperParameterTuningResourceConfig"]["VolumeKmsKeyId"] == volume
+    assert definition["Environment"] == {"TEAM": "vision"}
+    definition = created("config_tune_gpu_local_storage")["CreateHyperParameterTuningJob"]["TrainingJobDefinition"]
+    assert "VolumeKmsKeyId" not in definition["HyperParameterTuningResourceConfig"]
+    gpu = created("config_deploy_gpu_local_storage")
+    assert "KmsKeyId" not in gpu["CreateEndpointConfig"] and "CoreDumpConfig" not in json.dumps(gpu)
+    assert not {"DataCaptureConfig", "AsyncInferenceConfig"} & set(gpu["CreateEndpointConfig"])
+    assert "Containers" not in gpu["CreateModel"]
+    assert gpu["CreateModel"]["PrimaryContainer"]["Environment"] == {"MODEL_SETTING": "from-config"}
+    assert created("config_deploy_cpu")["CreateEndpointConfig"]["KmsKeyId"] == "arn:aws:kms:us-east-1:123456789012:key/endpoint"
+    batch = created("config_transform_gpu")["CreateTransformJob"]
+    assert "DataCaptureConfig" not in batch
+    assert batch["TransformResources"]["VolumeKmsKeyId"] == "arn:aws:kms:us-east-1:123456789012:key/transform-volume"
+    assert {"Key": "team", "Value": "vision"} in batch["Tags"]
+
+
+def test_config_tags_do_not_repeat_a_key_the_request_has():
+    from imgclf_launch.backends.config_defaults import with_defaults
+
+    request = {"Tags": [{"Key": "team", "Value": "mine"}], "VpcConfig": {"Subnets": ["subnet-2"]}}
+    defaults = {"Tags": [{"Key": "team", "Value": "vision"}, {"Key": "cost", "Value": "ml"}],
+                "VpcConfig": {"Subnets": ["subnet-1"], "SecurityGroupIds": ["sg-1"]}}
+    assert with_defaults(request, defaults) == {"Tags": [{"Key": "team", "Value": "mine"}, {"Key": "cost", "Value": "ml"}],
+                                                "VpcConfig": {"Subnets": ["subnet-2"], "SecurityGroupIds": ["sg-1"]}}
+
