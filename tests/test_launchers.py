@@ -783,3 +783,120 @@ def test_config_tags_do_not_repeat_a_key_the_request_has():
     assert with_defaults(request, defaults) == {"Tags": [{"Key": "team", "Value": "mine"}, {"Key": "cost", "Value": "ml"}],
                                                 "VpcConfig": {"Subnets": ["subnet-2"], "SecurityGroupIds": ["sg-1"]}}
 
+
+# --- Dry runs without credentials, and the region of the clients the SDK makes itself.
+
+SOCKET_GUARD = '''import os, socket
+def refuse(*args, **kwargs):
+    with open(os.environ["SOCKET_LOG"], "a") as log:
+        log.write(repr(args[1:] if args and isinstance(args[0], socket.socket) else args) + "\\n")
+    raise OSError("test: no sockets in a dry run")
+socket.socket.connect = socket.socket.connect_ex = refuse
+socket.getaddrinfo = socket.create_connection = refuse
+'''
+
+
+@pytest.mark.parametrize("profile", ["none", "proc"])
+def test_dry_run_opens_no_socket_and_runs_no_credential_program(tmp_path, profile):
+    """No AWS credential variables and an empty HOME, with no profile (the credential chain would end
+    at IMDS, 169.254.169.254) or a profile whose credential_process leaves a mark: the dry run looks
+    up no credentials and makes no connection, not even one the SDK would swallow (a sitecustomize
+    records every attempt; the SDK is imported in that process)."""
+    import os
+
+    from imgclf_launch.paths import REPO
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(SOCKET_GUARD)
+    (tmp_path / "home").mkdir()
+    mark, log = tmp_path / "credential_process_ran", tmp_path / "sockets.log"
+    (tmp_path / "aws_config").write_text(f"[profile proc]\ncredential_process = /bin/sh -c 'touch {mark}; echo "
+                                         '{\\"Version\\": 1, \\"AccessKeyId\\": \\"a\\", \\"SecretAccessKey\\": \\"b\\"}\'\n')
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path / "home"), "PYTHONPATH": str(tmp_path / "site"),
+           "SOCKET_LOG": str(log), "AWS_CONFIG_FILE": str(tmp_path / "aws_config"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no_credentials")} | ({"AWS_PROFILE": profile} if profile != "none" else {})
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "train_debug.py"), *COMMON], capture_output=True,
+                            text=True, timeout=300, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "CreateTrainingJob (not sent)" in result.stdout
+    assert not log.exists(), log.read_text()[:2000]
+    assert not mark.exists()
+
+
+class SageMakerStandIn:
+    """Answers, on loopback, the SageMaker and CloudWatch Logs calls of a training job that has ended
+    (AWS_ENDPOINT_URL points every client here); records each call and the region it was signed for."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.calls: list[tuple[str, str]] = []
+        stand_in = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+                operation = self.headers["X-Amz-Target"].rpartition(".")[2]
+                region = re.search(r"Credential=[^/]+/\d+/([^/]+)/", self.headers["Authorization"]).group(1)
+                stand_in.calls.append((operation, region))
+                data = json.dumps(stand_in.answer(operation, body)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-amz-json-1.1")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def answer(operation: str, body: dict) -> dict:
+        import time
+
+        name = body.get("TrainingJobName", "imgclf-job")
+        arn = f"arn:aws:sagemaker:eu-west-2:123456789012:training-job/{name}"
+        if operation == "CreateTrainingJob":
+            return {"TrainingJobArn": arn}
+        if operation == "DescribeTrainingJob":
+            return {"TrainingJobName": name, "TrainingJobArn": arn, "TrainingJobStatus": "Completed",
+                    "SecondaryStatus": "Completed", "CreationTime": time.time(), "RoleArn": COMMON[COMMON.index("--role") + 1],
+                    "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": IMAGE},
+                    "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+                    "StoppingCondition": {"MaxRuntimeInSeconds": 3600}, "OutputDataConfig": {"S3OutputPath": "s3://bucket/out"},
+                    "ModelArtifacts": {"S3ModelArtifacts": f"s3://bucket/out/{name}/output/model.tar.gz"}}
+        if operation == "DescribeLogStreams":
+            return {"logStreams": []}
+        return {}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_job_waited_for_with_logs_uses_the_region_flag(tmp_path, real_sockets):
+    """With --region only (no AWS_DEFAULT_REGION, no AWS_REGION, no config file): every call, the
+    CloudWatch Logs ones included (sagemaker-core 3.x makes that client from a default boto3 Session
+    of its own), goes to --region's region, and the job ends with exit status 0."""
+    import os
+
+    from imgclf_launch.paths import REPO
+
+    stand_in = SageMakerStandIn()
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE")}
+    env |= {"AWS_ENDPOINT_URL": stand_in.url, "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_MAX_ATTEMPTS": "1"}
+    argv = [a for a in COMMON if a != "--dry-run"]
+    argv[argv.index("--region") + 1] = "eu-west-2"
+    try:
+        result = subprocess.run([sys.executable, str(REPO / "scripts" / "train_debug.py"), *argv, "--no-debugger",
+                                 "--instance-type", "ml.m5.xlarge"], capture_output=True, text=True, timeout=300, env=env)
+    finally:
+        stand_in.close()
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    operations = [operation for operation, _ in stand_in.calls]
+    assert "CreateTrainingJob" in operations and "DescribeLogStreams" in operations, stand_in.calls
+    assert {region for _, region in stand_in.calls} == {"eu-west-2"}, stand_in.calls

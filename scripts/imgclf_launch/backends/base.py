@@ -14,14 +14,20 @@ TENSORBOARD_LOCAL_PATH = "/opt/ml/output/tensorboard"  # SageMaker's default Ten
 
 
 def boto_session(target: Target, dry_run: DryRun | None):
-    """One boto3 session for every client; a dry run is attached before any client exists."""
+    """One boto3 session for every client; a dry run's has static dummy credentials and is attached
+    before any client exists. Before the SDK is imported."""
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # the 2.x deprecation banner
+    # sagemaker-core 3.27 makes one client from a default boto3 Session() of its own, not from the
+    # session it is given: the CloudWatch Logs client that TrainingJob.wait(logs=True) streams the
+    # job's logs with (sagemaker/core/utils/logs.py CloudWatchLogsClient: session.region_name). It
+    # reads the region from the environment, so it gets --region from here (botocore reads
+    # AWS_DEFAULT_REGION only). Credentials come from the same default chain as our session's.
+    os.environ["AWS_DEFAULT_REGION"] = target.region
+    if dry_run is not None:
+        return dry_run.session(target.region)
     import boto3
 
-    session = boto3.Session(region_name=target.region)
-    if dry_run is not None:
-        dry_run.attach(session)
-    return session
+    return boto3.Session(region_name=target.region)
 
 
 def check_config_overrides(dry_run: bool) -> None:
