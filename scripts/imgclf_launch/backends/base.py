@@ -22,7 +22,8 @@ def boto_session(target: Target, dry_run: DryRun | None):
     # job's logs with (sagemaker/core/utils/logs.py CloudWatchLogsClient: session.region_name). It
     # reads the region from the environment, so it gets --region from here (botocore reads
     # AWS_DEFAULT_REGION only). Credentials come from the same default chain as our session's.
-    os.environ["AWS_DEFAULT_REGION"] = target.region
+    if target.region:
+        os.environ["AWS_DEFAULT_REGION"] = target.region
     if dry_run is not None:
         return dry_run.session(target.region)
     import boto3
