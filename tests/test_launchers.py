@@ -796,12 +796,12 @@ socket.getaddrinfo = socket.create_connection = refuse
 '''
 
 
-@pytest.mark.parametrize("profile", ["none", "proc"])
+@pytest.mark.parametrize("profile", ["none", "proc", "missing"])
 def test_dry_run_opens_no_socket_and_runs_no_credential_program(tmp_path, profile):
     """No AWS credential variables and an empty HOME, with no profile (the credential chain would end
-    at IMDS, 169.254.169.254) or a profile whose credential_process leaves a mark: the dry run looks
-    up no credentials and makes no connection, not even one the SDK would swallow (a sitecustomize
-    records every attempt; the SDK is imported in that process)."""
+    at IMDS, 169.254.169.254), a profile whose credential_process leaves a mark, or a profile that
+    does not exist: the dry run looks up no credentials and makes no connection, not even one the
+    SDK would swallow (a sitecustomize records every attempt; the SDK is imported in that process)."""
     import os
 
     from imgclf_launch.paths import REPO

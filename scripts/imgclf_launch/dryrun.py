@@ -50,9 +50,12 @@ class DryRun:
         makes of its own (2.x makes one when imported, sagemaker/jumpstart/constants.py
         DEFAULT_JUMPSTART_SAGEMAKER_SESSION, whose clients look up credentials) get the same
         credentials from the environment, which botocore's credential chain reads first, and may not
-        ask IMDS (AWS_EC2_METADATA_DISABLED): set before the SDK is imported."""
+        ask IMDS (AWS_EC2_METADATA_DISABLED): set before the SDK is imported. No profile is read
+        (AWS_PROFILE): what it would hold is not sent, and one that does not exist fails every session."""
         import boto3
 
+        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+            os.environ.pop(name, None)
         os.environ.update(DUMMY_CREDENTIALS | {"AWS_EC2_METADATA_DISABLED": "true"})
         session = boto3.Session(region_name=region, aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                                 aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
