@@ -5,7 +5,8 @@ HyperParameterTuningJob, Model, EndpointConfig, Endpoint, TransformJob) with the
 
 Not ModelTrainer: it has no Debugger fields, and its Mode.LOCAL_CONTAINER starts the image without
 the ``train`` argument (README, "SDK 3.x"). Debugger's built-in rule images and default rule
-parameters come from sagemaker.core.debugger, as 2.x's Estimator fills them in.
+parameters come from sagemaker.core.debugger, as 2.x's Estimator fills them in; the user's SDK config
+defaults are applied where 2.x applies them (``config_defaults``).
 """
 
 from __future__ import annotations
