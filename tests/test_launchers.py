@@ -641,7 +641,6 @@ LEFT_OUT = {3: {
     ("sagemaker CreateTrainingJob", "ProfilerConfig.DisableProfiler", False): "sagemaker-core's serializer drops false "
                                                                                "values; false is the API's default",
     ("sagemaker CreateModel", "PrimaryContainer.Environment", None): "sagemaker-core drops an empty map",
-    ("sagemaker CreateEndpoint", "Tags", None): "sagemaker-core drops an empty list",
 }}
 
 
@@ -992,3 +991,196 @@ def test_an_unknown_region_is_one_line(launcher):
     with pytest.raises(SystemExit, match="^error: --region mars-1: SageMaker is not in that region as far as this "
                                          "botocore knows"):
         module.main([a if a != "us-east-1" else "mars-1" for a in argv])
+
+
+# --- The user's SDK config applied where 2.x applies it, on both SDKs (the config_* expected requests
+# are 2.x's, IMGCLF_WRITE_EXPECTED=1 rewrites them as above).
+
+USER_CONFIG = EXPECTED / "user_config.yaml"
+CONFIG_CASES = {
+    "config_train_gpu_local_storage": ("train_debug", COMMON + ["--no-debugger", "--instance-type", "ml.g4dn.xlarge"]),
+    "config_train_cpu": ("train_debug", COMMON + ["--no-debugger", "--instance-type", "ml.m5.xlarge"]),
+    "config_tune_gpu_local_storage": ("tune", COMMON + ["--instance-type", "ml.g4dn.xlarge"]),
+    "config_tune_cpu": ("tune", COMMON + ["--instance-type", "ml.m5.xlarge"]),
+    "config_deploy_gpu_local_storage": ("deploy", DEPLOY + ["--model-data", "imgclf-2026-11-25-10-00-00-000",
+                                                            "--instance-type", "ml.g4dn.xlarge"]),
+    "config_deploy_cpu": CASES["deploy_cpu"],
+    "config_transform_gpu": CASES["transform_gpu"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_CASES))
+def test_requests_with_a_user_config_equal_the_expected_ones(case, capsys, monkeypatch):
+    """A CONFIG_CASES run with USER_CONFIG sends what 2.x sends (tests/expected_requests/CASE.json;
+    IMGCLF_WRITE_EXPECTED=1 on 2.x rewrites it)."""
+    import os
+
+    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(USER_CONFIG))
+    launcher, argv = CONFIG_CASES[case]
+    module = {"train_debug": train_debug, "tune": tune, "deploy": deploy, "transform": transform}[launcher]
+    assert module.main(argv) == 0
+    actual = normalized(requests_of(capsys.readouterr().out))
+    path, sdk = EXPECTED / f"{case}.json", backends.sdk_major()
+    if os.environ.get("IMGCLF_WRITE_EXPECTED") == "1":
+        assert sdk == 2, "the expected requests are what SDK 2.x sends: write them from .venv"
+        path.write_text(json.dumps(actual, indent=1) + "\n")
+    expected = json.loads(path.read_text())
+    assert without_documented_differences(actual, sdk) == without_documented_differences(expected, sdk)
+
+
+def test_user_config_keys_go_only_where_2x_puts_them():
+    """What 2.x sends with USER_CONFIG, and so (test above) 3.x: a volume KMS key only on instance
+    types with EBS storage (not g4dn's local NVMe: botocore's CreateTrainingJob documentation), data
+    capture and async keys only into a request that has those sections, Model.Containers never
+    beside our PrimaryContainer, a variant item never without a core dump destination."""
+    def created(case: str) -> dict[str, dict]:
+        return {name.removeprefix("sagemaker "): body for name, body in json.loads((EXPECTED / f"{case}.json").read_text())}
+
+    volume = "arn:aws:kms:us-east-1:123456789012:key/train-volume"
+    assert "VolumeKmsKeyId" not in created("config_train_gpu_local_storage")["CreateTrainingJob"]["ResourceConfig"]
+    job = created("config_train_cpu")["CreateTrainingJob"]
+    assert job["ResourceConfig"]["VolumeKmsKeyId"] == volume
+    assert (job["VpcConfig"]["Subnets"], job["EnableInterContainerTrafficEncryption"]) == (["subnet-1"], True)
+    definition = created("config_tune_cpu")["CreateHyperParameterTuningJob"]["TrainingJobDefinition"]
+    assert definition["HyperParameterTuningResourceConfig"]["VolumeKmsKeyId"] == volume
+    assert definition["Environment"] == {"TEAM": "vision"}
+    definition = created("config_tune_gpu_local_storage")["CreateHyperParameterTuningJob"]["TrainingJobDefinition"]
+    assert "VolumeKmsKeyId" not in definition["HyperParameterTuningResourceConfig"]
+    gpu = created("config_deploy_gpu_local_storage")
+    assert "KmsKeyId" not in gpu["CreateEndpointConfig"] and "CoreDumpConfig" not in json.dumps(gpu)
+    assert not {"DataCaptureConfig", "AsyncInferenceConfig"} & set(gpu["CreateEndpointConfig"])
+    assert "Containers" not in gpu["CreateModel"]
+    assert gpu["CreateModel"]["PrimaryContainer"]["Environment"] == {"MODEL_SETTING": "from-config"}
+    assert created("config_deploy_cpu")["CreateEndpointConfig"]["KmsKeyId"] == "arn:aws:kms:us-east-1:123456789012:key/endpoint"
+    batch = created("config_transform_gpu")["CreateTransformJob"]
+    assert "DataCaptureConfig" not in batch
+    assert batch["TransformResources"]["VolumeKmsKeyId"] == "arn:aws:kms:us-east-1:123456789012:key/transform-volume"
+    assert {"Key": "team", "Value": "vision"} in batch["Tags"]
+
+
+def test_config_tags_do_not_repeat_a_key_the_request_has():
+    from imgclf_launch.backends.config_defaults import with_defaults
+
+    request = {"Tags": [{"Key": "team", "Value": "mine"}], "VpcConfig": {"Subnets": ["subnet-2"]}}
+    defaults = {"Tags": [{"Key": "team", "Value": "vision"}, {"Key": "cost", "Value": "ml"}],
+                "VpcConfig": {"Subnets": ["subnet-1"], "SecurityGroupIds": ["sg-1"]}}
+    assert with_defaults(request, defaults) == {"Tags": [{"Key": "team", "Value": "mine"}, {"Key": "cost", "Value": "ml"}],
+                                                "VpcConfig": {"Subnets": ["subnet-2"], "SecurityGroupIds": ["sg-1"]}}
+
+
+# --- Dry runs without credentials, and the region of the clients the SDK makes itself.
+
+SOCKET_GUARD = '''import os, socket
+def refuse(*args, **kwargs):
+    with open(os.environ["SOCKET_LOG"], "a") as log:
+        log.write(repr(args[1:] if args and isinstance(args[0], socket.socket) else args) + "\\n")
+    raise OSError("test: no sockets in a dry run")
+socket.socket.connect = socket.socket.connect_ex = refuse
+socket.getaddrinfo = socket.create_connection = refuse
+'''
+
+
+@pytest.mark.parametrize("profile", ["none", "proc", "missing"])
+def test_dry_run_opens_no_socket_and_runs_no_credential_program(tmp_path, profile):
+    """No AWS credential variables and an empty HOME, with no profile (the credential chain would end
+    at IMDS, 169.254.169.254), a profile whose credential_process leaves a mark, or a profile that
+    does not exist: the dry run looks up no credentials and makes no connection, not even one the
+    SDK would swallow (a sitecustomize records every attempt; the SDK is imported in that process)."""
+    import os
+
+    from imgclf_launch.paths import REPO
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(SOCKET_GUARD)
+    (tmp_path / "home").mkdir()
+    mark, log = tmp_path / "credential_process_ran", tmp_path / "sockets.log"
+    (tmp_path / "aws_config").write_text(f"[profile proc]\ncredential_process = /bin/sh -c 'touch {mark}; echo "
+                                         '{\\"Version\\": 1, \\"AccessKeyId\\": \\"a\\", \\"SecretAccessKey\\": \\"b\\"}\'\n')
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path / "home"), "PYTHONPATH": str(tmp_path / "site"),
+           "SOCKET_LOG": str(log), "AWS_CONFIG_FILE": str(tmp_path / "aws_config"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no_credentials")} | ({"AWS_PROFILE": profile} if profile != "none" else {})
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "train_debug.py"), *COMMON], capture_output=True,
+                            text=True, timeout=300, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "CreateTrainingJob (not sent)" in result.stdout
+    assert not log.exists(), log.read_text()[:2000]
+    assert not mark.exists()
+
+
+class SageMakerStandIn:
+    """Answers, on loopback, the SageMaker and CloudWatch Logs calls of a training job that has ended
+    (AWS_ENDPOINT_URL points every client here); records each call and the region it was signed for."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.calls: list[tuple[str, str]] = []
+        stand_in = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+                operation = self.headers["X-Amz-Target"].rpartition(".")[2]
+                region = re.search(r"Credential=[^/]+/\d+/([^/]+)/", self.headers["Authorization"]).group(1)
+                stand_in.calls.append((operation, region))
+                data = json.dumps(stand_in.answer(operation, body)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-amz-json-1.1")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def answer(operation: str, body: dict) -> dict:
+        import time
+
+        name = body.get("TrainingJobName", "imgclf-job")
+        arn = f"arn:aws:sagemaker:eu-west-2:123456789012:training-job/{name}"
+        if operation == "CreateTrainingJob":
+            return {"TrainingJobArn": arn}
+        if operation == "DescribeTrainingJob":
+            return {"TrainingJobName": name, "TrainingJobArn": arn, "TrainingJobStatus": "Completed",
+                    "SecondaryStatus": "Completed", "CreationTime": time.time(), "RoleArn": COMMON[COMMON.index("--role") + 1],
+                    "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": IMAGE},
+                    "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+                    "StoppingCondition": {"MaxRuntimeInSeconds": 3600}, "OutputDataConfig": {"S3OutputPath": "s3://bucket/out"},
+                    "ModelArtifacts": {"S3ModelArtifacts": f"s3://bucket/out/{name}/output/model.tar.gz"}}
+        if operation == "DescribeLogStreams":
+            return {"logStreams": []}
+        return {}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_job_waited_for_with_logs_uses_the_region_flag(tmp_path, real_sockets):
+    """With --region only (no AWS_DEFAULT_REGION, no AWS_REGION, no config file): every call, the
+    CloudWatch Logs ones included (sagemaker-core 3.x makes that client from a default boto3 Session
+    of its own), goes to --region's region, and the job ends with exit status 0."""
+    import os
+
+    from imgclf_launch.paths import REPO
+
+    stand_in = SageMakerStandIn()
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE")}
+    env |= {"AWS_ENDPOINT_URL": stand_in.url, "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_MAX_ATTEMPTS": "1"}
+    argv = [a for a in COMMON if a != "--dry-run"]
+    argv[argv.index("--region") + 1] = "eu-west-2"
+    try:
+        result = subprocess.run([sys.executable, str(REPO / "scripts" / "train_debug.py"), *argv, "--no-debugger",
+                                 "--instance-type", "ml.m5.xlarge"], capture_output=True, text=True, timeout=300, env=env)
+    finally:
+        stand_in.close()
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    operations = [operation for operation, _ in stand_in.calls]
+    assert "CreateTrainingJob" in operations and "DescribeLogStreams" in operations, stand_in.calls
+    assert {region for _, region in stand_in.calls} == {"eu-west-2"}, stand_in.calls

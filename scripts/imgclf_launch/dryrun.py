@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import dataclass, field
 
 from .fake_answers import answer_for
+
+
+# Static credentials for everything a dry run makes: no credential lookup, so no request to the EC2
+# instance metadata service (IMDS, 169.254.169.254) and no credential_process program.
+DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "dry-run", "AWS_SECRET_ACCESS_KEY": "dry-run"}
 
 
 class DryRunLeak(RuntimeError):
@@ -38,6 +44,23 @@ class DryRun:
     answer skips the HTTP request, and a before-send hook fails any request that gets further."""
 
     requests: list[tuple[str, str, dict]] = field(default_factory=list)
+
+    def session(self, region: str):
+        """A boto3 session with static dummy credentials and the dry run attached. The sessions the SDK
+        makes of its own (2.x makes one when imported, sagemaker/jumpstart/constants.py
+        DEFAULT_JUMPSTART_SAGEMAKER_SESSION, whose clients look up credentials) get the same
+        credentials from the environment, which botocore's credential chain reads first, and may not
+        ask IMDS (AWS_EC2_METADATA_DISABLED): set before the SDK is imported. No profile is read
+        (AWS_PROFILE): what it would hold is not sent, and one that does not exist fails every session."""
+        import boto3
+
+        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+            os.environ.pop(name, None)
+        os.environ.update(DUMMY_CREDENTIALS | {"AWS_EC2_METADATA_DISABLED": "true"})
+        session = boto3.Session(region_name=region, aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                                aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+        self.attach(session)
+        return session
 
     def attach(self, boto_session) -> None:
         """Register on the session itself: every client made from it afterwards inherits the hooks."""

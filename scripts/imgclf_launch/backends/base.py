@@ -14,14 +14,22 @@ TENSORBOARD_LOCAL_PATH = "/opt/ml/output/tensorboard"  # SageMaker's default Ten
 
 
 def boto_session(target: Target, dry_run: DryRun | None):
-    """One boto3 session for every client; a dry run is attached before any client exists."""
+    """One boto3 session for every client; a dry run's has static dummy credentials and is attached
+    before any client exists. Called before the SDK is imported."""
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # the 2.x deprecation banner
+    # Two clients come from a default boto3 Session() the SDK makes itself, not from ours: sagemaker-core
+    # 3.27's CloudWatch Logs client for TrainingJob.wait(logs=True) (sagemaker/core/utils/logs.py
+    # CloudWatchLogsClient: session.region_name), and the S3 client load_sagemaker_config reads a
+    # config file in S3 with (both SDKs' config/config.py). They read the region from the environment,
+    # so they get --region from here (botocore reads AWS_DEFAULT_REGION only); credentials come from
+    # the same default chain as our session's.
+    if target.region:
+        os.environ["AWS_DEFAULT_REGION"] = target.region
+    if dry_run is not None:
+        return dry_run.session(target.region)
     import boto3
 
-    session = boto3.Session(region_name=target.region)
-    if dry_run is not None:
-        dry_run.attach(session)
-    return session
+    return boto3.Session(region_name=target.region)
 
 
 def check_config_overrides(dry_run: bool) -> None:

@@ -5,7 +5,8 @@ HyperParameterTuningJob, Model, EndpointConfig, Endpoint, TransformJob) with the
 
 Not ModelTrainer: it has no Debugger fields, and its Mode.LOCAL_CONTAINER starts the image without
 the ``train`` argument (README, "SDK 3.x"). Debugger's built-in rule images and default rule
-parameters come from sagemaker.core.debugger, as 2.x's Estimator fills them in.
+parameters come from sagemaker.core.debugger, as 2.x's Estimator fills them in; the user's SDK config
+defaults are applied where 2.x applies them (``config_defaults``).
 """
 
 from __future__ import annotations
@@ -19,15 +20,8 @@ from ..flags import LaunchError
 from ..jobs import Debugger, Deployment, Target, TrainingJob, TrainingResult, Transform, Tuning, TuningResult
 from ..names import image_base, short_timestamped, timestamped
 from ..paths import REPO
-from . import api_requests
+from . import api_requests, config_defaults
 from .base import Backend, check_config_overrides, with_telemetry_off
-
-# Where the user's SDK config sets defaults for each request (SageMaker.<Resource> in config.yaml).
-# The fields of a tuning job's HyperParameterTrainingJobDefinition that the user's TrainingJob defaults may fill.
-TRIAL_CONFIG_FIELDS = ("OutputDataConfig", "VpcConfig", "EnableNetworkIsolation", "EnableInterContainerTrafficEncryption",
-                       "Environment")
-CONFIG_KEYS = {"CreateTrainingJob": "TrainingJob", "CreateHyperParameterTuningJob": "TrainingJob", "CreateModel": "Model",
-               "CreateEndpointConfig": "EndpointConfig", "CreateEndpoint": "Endpoint", "CreateTransformJob": "TransformJob"}
 
 
 def sdk_config(dry_run: bool) -> dict:
@@ -37,19 +31,6 @@ def sdk_config(dry_run: bool) -> dict:
 
     check_config_overrides(dry_run)
     return with_telemetry_off(load_sagemaker_config())
-
-
-def with_defaults(request: dict, defaults: dict) -> dict:
-    """The user's config values where the request has none (tags appended), as 2.x applies them."""
-    merged = dict(request)
-    for key, value in defaults.items():
-        if key == "Tags":
-            merged["Tags"] = list(request.get("Tags", [])) + [t for t in value if t not in request.get("Tags", [])]
-        elif isinstance(value, dict) and isinstance(request.get(key), dict):
-            merged[key] = with_defaults(request[key], value)
-        elif key not in request:
-            merged[key] = value
-    return merged
 
 
 def rule_configurations(debugger: Debugger | None, region: str) -> dict:
@@ -120,13 +101,9 @@ class Sdk(Backend):
         return LocalSession(boto_session=boto, sagemaker_config=config)
 
     def _request(self, operation: str, request: dict) -> dict:
-        defaults = self.config.get("SageMaker", {}).get(CONFIG_KEYS[operation], {})
-        if operation == "CreateHyperParameterTuningJob":  # the trials' settings
-            trial_defaults = {key: value for key, value in defaults.items() if key in TRIAL_CONFIG_FIELDS}
-            definition = with_defaults(request["TrainingJobDefinition"], trial_defaults)
-            tags = {"Tags": defaults["Tags"]} if "Tags" in defaults else {}  # on the tuning job, as 2.x puts them
-            return with_defaults(request | {"TrainingJobDefinition": definition}, tags)
-        return with_defaults(request, defaults)
+        from sagemaker.core.common_utils import instance_supports_kms
+
+        return config_defaults.applied(operation, request, self.config, instance_supports_kms)
 
     def _send(self, resource_name: str, request: dict):
         """Create a resource: through local mode's client, or sagemaker-core's resource class."""
