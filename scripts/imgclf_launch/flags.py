@@ -135,11 +135,14 @@ def check_sdk_config_files() -> None:
 def check_region(region: str) -> None:
     """A region botocore's endpoint data knows SageMaker in (no request): for any other the SDKs fail
     with a traceback (their Debugger rule image lookup) or the request goes to a host that is not there."""
-    import boto3
+    from botocore.loaders import create_loader
+    from botocore.regions import EndpointResolver
 
-    session = boto3.session.Session()
-    known = {name for partition in session.get_available_partitions()
-             for name in session.get_available_regions("sagemaker", partition)}
+    # botocore's endpoint data read directly: a boto3 Session would read the user's profile first
+    # (AWS_PROFILE naming no profile fails it), which a dry run must not depend on.
+    resolver = EndpointResolver(create_loader().load_data("endpoints"))
+    known = {name for partition in resolver.get_available_partitions()
+             for name in resolver.get_available_endpoints("api.sagemaker", partition)}  # SageMaker's endpoint prefix
     if region not in known:
         raise LaunchError(f"--region {region}: SageMaker is not in that region as far as this botocore knows "
                           "(a new region needs a newer boto3)")
