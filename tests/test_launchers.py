@@ -488,25 +488,18 @@ def test_sdk_predictor_with_its_default_serializers(local_endpoint, jpeg_folder)
         assert json.loads(answer)["predictions"][0][0]["label"] == label  # octet-stream in, Accept */*
 
 
-class RuntimeFrontEnd:
-    """Stands in, on loopback, for SageMaker's runtime front end: POST /endpoints/NAME/invocations goes
-    to the container's /invocations with the headers SageMaker passes on (Content-Type, Accept when
-    the caller sent one, custom attributes); records what the client sent."""
+class LoopbackServer:
+    """A threaded HTTP server on a free 127.0.0.1 port: each POST is answered with
+    ``handle(path, headers, body)`` -> (status, content type, body)."""
 
-    FORWARDED = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
-
-    def __init__(self, container_port: int = 8080):
+    def __init__(self, handle):
         import http.server
         import threading
 
-        self.seen: list[dict] = []
-        front = self
-
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 (http.server's name)
-                front.seen.append({"path": self.path, **{k: self.headers[k] for k in front.FORWARDED if k in self.headers}})
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                status, content_type, data = front.forward(body, self.headers, container_port)
+                status, content_type, data = handle(self.path, self.headers,
+                                                    self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
@@ -520,6 +513,28 @@ class RuntimeFrontEnd:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class RuntimeFrontEnd:
+    """Stands in, on loopback, for SageMaker's runtime front end: POST /endpoints/NAME/invocations goes
+    to the container's /invocations with the headers SageMaker passes on (Content-Type, Accept when
+    the caller sent one, custom attributes); records what the client sent."""
+
+    FORWARDED = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
+
+    def __init__(self, container_port: int = 8080):
+        self.seen: list[dict] = []
+        self.container_port = container_port
+        self.loopback = LoopbackServer(self.handle)
+        self.url = self.loopback.url
+
+    def handle(self, path: str, headers, body: bytes) -> tuple[int, str, bytes]:
+        self.seen.append({"path": path, **{k: headers[k] for k in self.FORWARDED if k in headers}})
+        return self.forward(body, headers, self.container_port)
+
     def forward(self, body: bytes, headers, port: int) -> tuple[int, str, bytes]:
         import http.client
 
@@ -531,8 +546,7 @@ class RuntimeFrontEnd:
         return response.status, response.getheader("Content-Type", "application/octet-stream"), data
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.loopback.close()
 
 
 @pytest.mark.docker
@@ -682,14 +696,20 @@ def without_documented_differences(requests: list[list], sdk: int) -> list[list]
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_requests_equal_the_expected_ones(case, capsys, tmp_path):
-    import os
-
     launcher, argv = CASES[case]
     image = tmp_path / "dog.png"
     image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(92))
     module = {"train_debug": train_debug, "tune": tune, "deploy": deploy, "transform": transform, "invoke": invoke}[launcher]
     assert module.main([str(image) if a == "IMAGE_FILE" else a for a in argv]) == 0
-    actual = normalized(requests_of(capsys.readouterr().out))
+    check_against_expected(case, capsys.readouterr().out)
+
+
+def check_against_expected(case: str, out: str) -> None:
+    """The requests a dry run printed against tests/expected_requests/CASE.json, the documented
+    differences left out (IMGCLF_WRITE_EXPECTED=1 on 2.x rewrites the file)."""
+    import os
+
+    actual = normalized(requests_of(out))
     path, sdk = EXPECTED / f"{case}.json", backends.sdk_major()
     if os.environ.get("IMGCLF_WRITE_EXPECTED") == "1":
         assert sdk == 2, "the expected requests are what SDK 2.x sends: write them from .venv"
@@ -810,41 +830,25 @@ def test_hyperparameters_in_either_spelling_override_the_defaults(capsys, tmp_pa
         train_debug.main(COMMON + ["--hyperparameters", str(best)])
 
 
-class FakeSageMaker:
+class FakeSageMaker(LoopbackServer):
     """Stands in for SageMaker (and CloudWatch Logs) on loopback: ``answer(operation, body)`` gives
-    (HTTP status, JSON answer) for each request; operations are recorded."""
+    (HTTP status, JSON answer) for each request; each call is recorded with the region it was signed for."""
 
     def __init__(self, answer):
-        import http.server
-        import threading
-
-        self.operations: list[str] = []
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's name)
-                operation = self.headers.get("X-Amz-Target", "").rpartition(".")[2]
-                fake.operations.append(operation)
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                status, answer = fake.answer(operation, body)
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-amz-json-1.1")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *_):
-                pass
-
+        self.calls: list[tuple[str, str]] = []
         self.answer = answer
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(self.handle)
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    @property
+    def operations(self) -> list[str]:
+        return [operation for operation, _ in self.calls]
+
+    def handle(self, path: str, headers, body: bytes) -> tuple[int, str, bytes]:
+        operation = headers.get("X-Amz-Target", "").rpartition(".")[2]
+        region = re.search(r"Credential=[^/]+/\d+/([^/]+)/", headers.get("Authorization", "")) or None
+        self.calls.append((operation, region.group(1) if region else ""))
+        status, answer = self.answer(operation, json.loads(body or b"{}"))
+        return status, "application/x-amz-json-1.1", json.dumps(answer).encode()
 
 
 def refusing(code: str):
@@ -1013,19 +1017,11 @@ CONFIG_CASES = {
 def test_requests_with_a_user_config_equal_the_expected_ones(case, capsys, monkeypatch):
     """A CONFIG_CASES run with USER_CONFIG sends what 2.x sends (tests/expected_requests/CASE.json;
     IMGCLF_WRITE_EXPECTED=1 on 2.x rewrites it)."""
-    import os
-
     monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(USER_CONFIG))
     launcher, argv = CONFIG_CASES[case]
     module = {"train_debug": train_debug, "tune": tune, "deploy": deploy, "transform": transform}[launcher]
     assert module.main(argv) == 0
-    actual = normalized(requests_of(capsys.readouterr().out))
-    path, sdk = EXPECTED / f"{case}.json", backends.sdk_major()
-    if os.environ.get("IMGCLF_WRITE_EXPECTED") == "1":
-        assert sdk == 2, "the expected requests are what SDK 2.x sends: write them from .venv"
-        path.write_text(json.dumps(actual, indent=1) + "\n")
-    expected = json.loads(path.read_text())
-    assert without_documented_differences(actual, sdk) == without_documented_differences(expected, sdk)
+    check_against_expected(case, capsys.readouterr().out)
 
 
 def test_user_config_keys_go_only_where_2x_puts_them():
@@ -1107,59 +1103,24 @@ def test_dry_run_opens_no_socket_and_runs_no_credential_program(tmp_path, profil
     assert not mark.exists()
 
 
-class SageMakerStandIn:
-    """Answers, on loopback, the SageMaker and CloudWatch Logs calls of a training job that has ended
-    (AWS_ENDPOINT_URL points every client here); records each call and the region it was signed for."""
+def completed_job(operation: str, body: dict) -> tuple[int, dict]:
+    """The SageMaker and CloudWatch Logs answers for a training job that has ended."""
+    import time
 
-    def __init__(self):
-        import http.server
-        import threading
-
-        self.calls: list[tuple[str, str]] = []
-        stand_in = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's name)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
-                operation = self.headers["X-Amz-Target"].rpartition(".")[2]
-                region = re.search(r"Credential=[^/]+/\d+/([^/]+)/", self.headers["Authorization"]).group(1)
-                stand_in.calls.append((operation, region))
-                data = json.dumps(stand_in.answer(operation, body)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-amz-json-1.1")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *_):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @staticmethod
-    def answer(operation: str, body: dict) -> dict:
-        import time
-
-        name = body.get("TrainingJobName", "imgclf-job")
-        arn = f"arn:aws:sagemaker:eu-west-2:123456789012:training-job/{name}"
-        if operation == "CreateTrainingJob":
-            return {"TrainingJobArn": arn}
-        if operation == "DescribeTrainingJob":
-            return {"TrainingJobName": name, "TrainingJobArn": arn, "TrainingJobStatus": "Completed",
-                    "SecondaryStatus": "Completed", "CreationTime": time.time(), "RoleArn": COMMON[COMMON.index("--role") + 1],
-                    "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": IMAGE},
-                    "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
-                    "StoppingCondition": {"MaxRuntimeInSeconds": 3600}, "OutputDataConfig": {"S3OutputPath": "s3://bucket/out"},
-                    "ModelArtifacts": {"S3ModelArtifacts": f"s3://bucket/out/{name}/output/model.tar.gz"}}
-        if operation == "DescribeLogStreams":
-            return {"logStreams": []}
-        return {}
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    name = body.get("TrainingJobName", "imgclf-job")
+    arn = f"arn:aws:sagemaker:eu-west-2:123456789012:training-job/{name}"
+    if operation == "CreateTrainingJob":
+        return 200, {"TrainingJobArn": arn}
+    if operation == "DescribeTrainingJob":
+        return 200, {"TrainingJobName": name, "TrainingJobArn": arn, "TrainingJobStatus": "Completed",
+                     "SecondaryStatus": "Completed", "CreationTime": time.time(), "RoleArn": COMMON[COMMON.index("--role") + 1],
+                     "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": IMAGE},
+                     "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+                     "StoppingCondition": {"MaxRuntimeInSeconds": 3600}, "OutputDataConfig": {"S3OutputPath": "s3://bucket/out"},
+                     "ModelArtifacts": {"S3ModelArtifacts": f"s3://bucket/out/{name}/output/model.tar.gz"}}
+    if operation == "DescribeLogStreams":
+        return 200, {"logStreams": []}
+    return 200, {}
 
 
 def test_a_job_waited_for_with_logs_uses_the_region_flag(tmp_path, real_sockets):
@@ -1170,7 +1131,7 @@ def test_a_job_waited_for_with_logs_uses_the_region_flag(tmp_path, real_sockets)
 
     from imgclf_launch.paths import REPO
 
-    stand_in = SageMakerStandIn()
+    stand_in = FakeSageMaker(completed_job)
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE")}
     env |= {"AWS_ENDPOINT_URL": stand_in.url, "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_MAX_ATTEMPTS": "1"}
     argv = [a for a in COMMON if a != "--dry-run"]
@@ -1181,6 +1142,6 @@ def test_a_job_waited_for_with_logs_uses_the_region_flag(tmp_path, real_sockets)
     finally:
         stand_in.close()
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    operations = [operation for operation, _ in stand_in.calls]
+    operations = stand_in.operations
     assert "CreateTrainingJob" in operations and "DescribeLogStreams" in operations, stand_in.calls
     assert {region for _, region in stand_in.calls} == {"eu-west-2"}, stand_in.calls
