@@ -904,6 +904,7 @@ LAUNCHES = {  # what each launcher sends first, run without --dry-run
 }
 
 
+@pytest.mark.slow  # runs the launchers as scripts (a fresh Python and SDK import each)
 @pytest.mark.parametrize("action", sorted(LAUNCHES))
 def test_an_aws_error_is_one_line_from_every_launcher(action, real_sockets):
     operation, argv = LAUNCHES[action]
@@ -915,6 +916,7 @@ def test_an_aws_error_is_one_line_from_every_launcher(action, real_sockets):
     assert_one_line(result, f"error: ValidationException: no {operation} today")
 
 
+@pytest.mark.slow  # runs the launchers as scripts (a fresh Python and SDK import each)
 def test_a_failed_job_is_one_line(real_sockets):
     fake = FakeSageMaker(failing_job)
     try:
@@ -1076,6 +1078,7 @@ socket.getaddrinfo = socket.create_connection = refuse
 '''
 
 
+@pytest.mark.slow  # runs the launchers as scripts (a fresh Python and SDK import each)
 @pytest.mark.parametrize("profile", ["none", "proc", "missing"])
 def test_dry_run_opens_no_socket_and_runs_no_credential_program(tmp_path, profile):
     """No AWS credential variables and an empty HOME, with no profile (the credential chain would end
@@ -1123,6 +1126,7 @@ def completed_job(operation: str, body: dict) -> tuple[int, dict]:
     return 200, {}
 
 
+@pytest.mark.slow  # runs the launchers as scripts (a fresh Python and SDK import each)
 def test_a_job_waited_for_with_logs_uses_the_region_flag(tmp_path, real_sockets):
     """With --region only (no AWS_DEFAULT_REGION, no AWS_REGION, no config file): every call, the
     CloudWatch Logs ones included (sagemaker-core 3.x makes that client from a default boto3 Session
