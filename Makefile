@@ -72,7 +72,7 @@ test-sdk3: venv-sdk3  ## the launcher tests (tests/test_launchers.py) with SDK 3
 	$(SDK3_VENV)/bin/python -m pytest tests/test_launchers.py \
 		$(if $(SDK3_ALL),,--deselect tests/test_launchers.py::test_local_mode_two_instances_train_one_model)
 
-test-fast: venv nginx  ## the in-process tests only (no training, no server, no docker, SDK 2.x only): about a minute
+test-fast: venv nginx  ## the in-process tests only (no training, no server, no docker, SDK 2.x only): under a minute
 	$(PY) -m pytest tests -m "not slow and not docker" --durations=5
 
 build:  ## build the image $(IMAGE):$(TAG) (also tagged with the git sha)

@@ -694,6 +694,7 @@ def without_documented_differences(requests: list[list], sdk: int) -> list[list]
     return kept
 
 
+@pytest.mark.slow  # one full SDK dry run per case (about 2 s each); make test runs them on both SDKs
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_requests_equal_the_expected_ones(case, capsys, tmp_path):
     launcher, argv = CASES[case]
@@ -1015,6 +1016,7 @@ CONFIG_CASES = {
 }
 
 
+@pytest.mark.slow  # one full SDK dry run per case (about 2 s each); make test runs them on both SDKs
 @pytest.mark.parametrize("case", sorted(CONFIG_CASES))
 def test_requests_with_a_user_config_equal_the_expected_ones(case, capsys, monkeypatch):
     """A CONFIG_CASES run with USER_CONFIG sends what 2.x sends (tests/expected_requests/CASE.json;
