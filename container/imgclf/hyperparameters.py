@@ -29,6 +29,10 @@ AUGMENT_ON = ("auto", "cpu", "device")
 TENSORBOARD = ("auto", "true", "false")
 
 
+# SageMaker's TrainingJobName pattern (botocore's service model); the launchers check names with it too.
+TRAINING_JOB_NAME = re.compile(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}")
+
+
 class ConfigError(ValueError):
     """Input the user must fix: a hyperparameter, a channel or the data in it."""
 
@@ -116,7 +120,7 @@ def rule_list() -> Parser:
 def job_name() -> Parser:
     def convert(text: str) -> str:
         value = text.strip()
-        if not re.fullmatch(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}", value):  # SageMaker's TrainingJobName pattern
+        if not TRAINING_JOB_NAME.fullmatch(value):
             raise ValueError
         return value
 

@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+from imgclf.hyperparameters import TRAINING_JOB_NAME
+
 from .jobs import Target
 
 # Instance families with NVIDIA GPUs: ml.g4dn, g5, g6, g6e, p3, p4d, p5, ... (CPU, Inferentia and
@@ -22,7 +24,6 @@ INFERENCE_AMI_VERSIONS = ("al2023-ami-sagemaker-inference-gpu-4-1", "al2-ami-sag
 # R535 and later run CUDA 13 (through the forward-compatibility libraries).
 TRANSFORM_AMI_VERSION = "al2-ami-sagemaker-batch-gpu-535"
 LOCAL_ROLE = "arn:aws:iam::000000000000:role/local-mode"
-TRAINING_JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")  # botocore: TrainingJobName
 
 
 class LaunchError(SystemExit):
