@@ -74,3 +74,11 @@ def test_each_arch_loads_imagenet_weights_trains_saves_and_serves(tmp_path, arch
     assert any(re.match(ARCHS[arch].activations, f"{name}_input_0") for name, _ in model.named_modules())
     answer = serve_one(env.model_dir)
     assert {p["label"] for p in answer["predictions"][0]} == {"c0", "c1"}, answer
+
+
+def test_the_debugger_collection_follows_the_arch():
+    from imgclf_launch import debugger
+
+    for arch in ALLOWED:
+        collections = {c.name: c for c in debugger.settings(None, None, None, arch).collections}
+        assert collections["relu_input"].include_regex == ARCHS[arch].activations

@@ -1,12 +1,10 @@
-"""The architectures ``arch`` accepts, one entry each: every other part reads this table.
-
-``weights`` names the torchvision ImageNet weights the ``pretrained`` channel supplies: their file
-name, and the evaluation resize and interpolation they were measured with (imgclf.model reads
-them from torchvision). ``head`` is the classifier's last Linear, built with the job's class count;
-the ImageNet weights load into everything else, and ``freeze-backbone`` trains only the head.
-``activations`` is the smdebug include_regex of activation inputs (module name + ``_input_N``)
-that Debugger's PoorWeightInitialization rule reads. Every entry downsamples by 32 (five stride-2
-stages), which imgclf.train's batch check relies on. No torch here: the launchers import it.
+"""The architectures ``arch`` accepts, one entry each, read by the model, evaluation, the freeze rule
+and the launchers' Debugger collection. ``weights``: the torchvision ImageNet weights the
+``pretrained`` channel supplies (their file name, evaluation resize and interpolation come from
+torchvision). ``head``: the classifier's last Linear, built for the job's classes; freeze-backbone
+trains only it. ``activations``: the smdebug include_regex (module name + ``_input_N``) of the
+activation inputs PoorWeightInitialization reads. Each downsamples by 32, as train's batch check
+assumes. No torch here: the launchers import it.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
-"""Every hyperparameter, declared once as a field of ``Hyperparameters``: name, type, default, and
-in its metadata the parser, what it accepts, what it does and whether it is a run setting.
-
-``parse_hyperparameters``, the error messages, checkpoint's run settings and README's
-hyperparameter table (``python -m imgclf.hyperparameters`` prints it) are all derived from it. No torch here: the laptop launchers import this through
-``imgclf.config``.
-
-SageMaker's training toolkit passes hyperparameters as sorted ``--key value`` pairs, every value
-a string (hyperparameters.json holds strings).
+"""Every hyperparameter, declared once as a field of ``Hyperparameters`` (metadata: parser, help,
+run setting); the parser, its errors, checkpoint's run settings and README's table (``python -m
+imgclf.hyperparameters``) read it. No torch here: the laptop launchers import it. SageMaker's
+training toolkit passes hyperparameters as ``--key value`` pairs, every value a string.
 """
 
 from __future__ import annotations
@@ -20,14 +15,7 @@ from typing import Any
 from .archs import ARCHS
 from .rules import TRAINING_RULES
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-LR_SCHEDULERS = ("cosine", "step", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-CACHE_MODES = ("auto", "true", "false")
-RULE_ACTIONS = ("log", "stop")
-AUGMENT_ON = ("auto", "cpu", "device")
-TENSORBOARD = ("auto", "true", "false")
-
 
 # SageMaker's TrainingJobName pattern (botocore's service model); the launchers check names with it too.
 TRAINING_JOB_NAME = re.compile(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}")
@@ -148,25 +136,24 @@ class Hyperparameters:
     epochs: int = setting(3, integer(1), "passes over the train channel")
     batch_size: int = setting(64, integer(1), "the global batch, split evenly over the processes", run=True)
     lr: float = setting(0.001, number(0.0, 10.0), "the learning rate before the schedule's factor", run=True)
-    optimizer: str = setting("adamw", choice(OPTIMIZERS), "sgd is Nesterov when momentum > 0", run=True)
+    optimizer: str = setting("adamw", choice(("sgd", "adam", "adamw")), "sgd is Nesterov when momentum > 0", run=True)
     momentum: float = setting(0.9, number(0.0, 1.0, open_max=True), "sgd only", run=True)
     weight_decay: float = setting(1e-4, number(0.0), "the optimizer's weight decay", run=True)
     label_smoothing: float = setting(0.0, number(0.0, 1.0, open_max=True), "the loss's label smoothing", run=True)
-    lr_scheduler: str = setting("cosine", choice(LR_SCHEDULERS), "the learning-rate schedule, applied per step",
-                                run=True)
+    lr_scheduler: str = setting("cosine", choice(("cosine", "step", "constant")),
+                                "the learning-rate schedule, applied per step", run=True)
     lr_warmup_epochs: int = setting(0, integer(0), "linear warm-up before the schedule", run=True)
-    lr_step_size: int = setting(10, integer(1), "step schedule: multiply by `lr-gamma` every this many epochs",
-                                run=True)
+    lr_step_size: int = setting(10, integer(1), "step schedule: multiply by `lr-gamma` every this many epochs "
+                                "after the warm-up", run=True)
     lr_gamma: float = setting(0.1, number(0.0, 1.0), "step schedule's factor", run=True)
     image_size: int = setting(224, integer(16, 1024), "the model's input side; evaluation resizes by the ratio "
                               "the arch's ImageNet weights declare and center-crops", run=True)
     random_crop_min_scale: float = setting(0.08, number(0.01, 1.0), "RandomResizedCrop's lower scale", run=True)
     horizontal_flip: bool = setting(True, boolean(), "random flips in training", run=True)
-    augment_on: str = setting("auto", choice(AUGMENT_ON), "auto: the GPU when there is one, else the CPU; cpu: "
-                              "per image in the loader; device: a batch at a time on the training device "
+    augment_on: str = setting("auto", choice(("auto", "cpu", "device")), "auto: the GPU when there is one, else the "
+                              "CPU; cpu: per image in the loader; device: a batch at a time on the training device "
                               "([performance](#performance))", run=True)
-    num_workers: int = setting(-1, workers(), "data-loader processes (auto: from the CPU and GPU count)",
-                               shown="auto")
+    num_workers: int = setting(-1, workers(), "data-loader processes (auto: from the CPU and GPU count)", shown="auto")
     seed: int = setting(42, integer(0), "seeds Python's, NumPy's and torch's generators", run=True)
     early_stopping_patience: int = setting(0, integer(0), "0: off; else stop after this many epochs without a "
                                            "better valid accuracy (needs `valid`)")
@@ -174,20 +161,20 @@ class Hyperparameters:
                              ">= 8.0), else fp16 with loss scaling (T4, V100); on CPUs bf16 where they have "
                              "AVX512-BF16 or AMX, else fp32 ([GPUs](#gpus-drivers-forward-compatibility-build-choices))",
                              run=True)
-    cache_images: str = setting("auto", choice(CACHE_MODES), "keep the decoded images in memory (auto: when they "
-                                "fit in half the free memory)")
+    cache_images: str = setting("auto", choice(("auto", "true", "false")), "keep the decoded images in memory "
+                                "(auto: when they fit in half the free memory)")
     compile: bool = setting(False, boolean(), "`torch.compile` the model (needs an image built with "
                             "`WITH_COMPILER=true`)")
     rules: tuple[str, ...] = setting(TRAINING_RULES, rule_list(), "checked during training "
                                      "([rules](#training-health-rules-without-debugger))", shown="all")
-    rules_action: str = setting("log", choice(RULE_ACTIONS), "stop: end training when a rule fires, keeping the "
+    rules_action: str = setting("log", choice(("log", "stop")), "stop: end training when a rule fires, keeping the "
                                 "best model")
     profile_steps: int = setting(0, integer(0), "0: off; else record a torch.profiler trace of this many steps "
                                  "([profiling](#profiling))")
     resume_from: str = setting("", job_name(), "continue that job's run (same settings) when this job has no "
                                "checkpoint of its own ([reliability](#reliability))", shown="(none)")
-    tensorboard: str = setting("auto", choice(TENSORBOARD), "auto: event files when SageMaker's TensorBoard config "
-                               "is there; true: always; false: never ([TensorBoard](#tensorboard))")
+    tensorboard: str = setting("auto", choice(("auto", "true", "false")), "auto: event files when SageMaker's "
+                               "TensorBoard config is there; true: always; false: never ([TensorBoard](#tensorboard))")
 
 
 @dataclass(frozen=True)
@@ -221,10 +208,6 @@ RUN_SETTINGS = tuple(h.field for h in HYPERPARAMETERS if h.run)
 
 def field_of(name: str) -> Hyperparameter:
     return _BY_FIELD[name.replace("-", "_")]
-
-
-def hyperparameter_names() -> list[str]:
-    return [h.name for h in HYPERPARAMETERS]
 
 
 def _pairs(argv: Sequence[str]) -> list[tuple[str, str]]:
@@ -262,7 +245,7 @@ def parse_hyperparameters(argv: Sequence[str]) -> Hyperparameters:
                               f"{key!r}; keep one")
         given[field] = key
         if field not in _BY_FIELD:
-            raise ConfigError(f"unknown hyperparameter {key!r}; known: {', '.join(hyperparameter_names())}")
+            raise ConfigError(f"unknown hyperparameter {key!r}; known: {', '.join(h.name for h in HYPERPARAMETERS)}")
         declared = _BY_FIELD[field]
         try:
             values[field] = declared.parser.convert(text)

@@ -43,24 +43,19 @@ def eval_image_spec(arch: str, image_size: int) -> ImageSpec:
     return ImageSpec(image_size, resize_size=resize, interpolation=transform.interpolation.value)
 
 
-def _find_local_weights(arch: str, pretrained_dir: Path | None) -> Path | None:
+def _channel_weights(arch: str, pretrained_dir: Path) -> Path:
     filename = imagenet_weights_filename(arch)
-    if pretrained_dir is not None:
-        candidates = sorted(p for p in pretrained_dir.rglob("*") if p.suffix in (".pth", ".pt") and p.is_file())
-        exact = [p for p in candidates if p.name == filename]
-        if exact or len(candidates) == 1:
-            return (exact or candidates)[0]
-        raise ConfigError(
-            f"channel 'pretrained' at {pretrained_dir} should hold {filename} (or exactly one .pth/.pt file); "
-            f"found {[p.name for p in candidates] or 'none'}"
-        )
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    return cached if cached.is_file() else None
+    candidates = sorted(p for p in pretrained_dir.rglob("*") if p.suffix in (".pth", ".pt") and p.is_file())
+    exact = [p for p in candidates if p.name == filename]
+    if exact or len(candidates) == 1:
+        return (exact or candidates)[0]
+    raise ConfigError(f"channel 'pretrained' at {pretrained_dir} should hold {filename} (or exactly one .pth/.pt "
+                      f"file); found {[p.name for p in candidates] or 'none'}")
 
 
 def load_imagenet_weights(model: nn.Module, arch: str, pretrained_dir: Path | None) -> None:
-    """Load ImageNet weights: the 'pretrained' channel, then torch's hub cache, then a download."""
-    path = _find_local_weights(arch, pretrained_dir)
+    """Load ImageNet weights into all but the head: the 'pretrained' channel, else torch's hub cache or a download."""
+    path = None if pretrained_dir is None else _channel_weights(arch, pretrained_dir)
     if path is not None:
         log.info("loading ImageNet weights for %s from %s", arch, path)
         try:
@@ -70,7 +65,7 @@ def load_imagenet_weights(model: nn.Module, arch: str, pretrained_dir: Path | No
                               "replace it or set pretrained=false") from None
     else:
         weights = imagenet_weights(arch)
-        log.info("downloading ImageNet weights for %s from %s", arch, weights.url)
+        log.info("ImageNet weights for %s from torch's hub cache or %s", arch, weights.url)
         try:
             state = weights.get_state_dict(progress=False)
         except Exception as e:
@@ -81,13 +76,11 @@ def load_imagenet_weights(model: nn.Module, arch: str, pretrained_dir: Path | No
                 f"{imagenet_weights_filename(arch)} or set pretrained=false."
             ) from None
     head = ARCHS[arch].head + "."
-    try:  # everything but the ImageNet head, which the model has with the job's class count
-        missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not k.startswith(head)}, False)
+    try:  # the model keeps its own head, sized for the job's classes
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith(head)}
+                              | {k: v for k, v in model.state_dict().items() if k.startswith(head)})
     except (RuntimeError, AttributeError) as e:
         raise ConfigError(f"the ImageNet weights in {path} do not fit {arch}: {str(e)[:300]}") from None
-    if unexpected or [k for k in missing if not k.startswith(head)]:
-        raise ConfigError(f"the ImageNet weights in {path} do not fit {arch}: missing "
-                          f"{[k for k in missing if not k.startswith(head)][:5]}, unexpected {unexpected[:5]}")
 
 
 def build_model(arch: str, num_classes: int) -> nn.Module:
