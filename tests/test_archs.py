@@ -19,7 +19,9 @@ from imgclf.archs import ARCHS
 from imgclf.config import ServingConfig, TrainingEnv
 from imgclf.hyperparameters import field_of, parse_hyperparameters
 from imgclf.model import build_model, imagenet_weights_filename, load_artifacts
+from imgclf.preprocess import ImageSpec, eval_preprocess
 from imgclf.serving.app import create_app
+from imgclf_launch import debugger
 
 ALLOWED = field_of("arch").parser.values
 
@@ -77,8 +79,15 @@ def test_each_arch_loads_imagenet_weights_trains_saves_and_serves(tmp_path, arch
 
 
 def test_the_debugger_collection_follows_the_arch():
-    from imgclf_launch import debugger
-
     for arch in ALLOWED:
         collections = {c.name: c for c in debugger.settings(None, None, None, arch).collections}
         assert collections["relu_input"].include_regex == ARCHS[arch].activations
+
+
+def test_the_eval_resize_uses_the_interpolation_of_the_spec():
+    image = Image.open(io.BytesIO(png(3)))
+    crops = {mode: eval_preprocess(image, ImageSpec(32, resize_size=37, interpolation=mode))
+             for mode in ("bilinear", "bicubic")}
+    assert not torch.equal(crops["bilinear"], crops["bicubic"])
+    with pytest.raises(ValueError, match="interpolation 'cubic' is not one of Pillow's resampling filters"):
+        ImageSpec(32, interpolation="cubic")

@@ -62,6 +62,8 @@ class ImageSpec:
         if self.resize_size < self.image_size:
             raise ValueError(f"resize_size {self.resize_size} is below image_size {self.image_size}: "
                              "the center crop would not fit")
+        if self.interpolation.upper() not in Image.Resampling.__members__:
+            raise ValueError(f"interpolation {self.interpolation!r} is not one of Pillow's resampling filters")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
