@@ -46,7 +46,7 @@ def _pre_fork(server, worker) -> None:
 # glibc's mallopt: with a fixed mmap threshold, every buffer of 1 MiB or more (Pillow allocates images
 # in 16 MiB blocks) is its own mapping, returned to the system when freed. glibc's default raises
 # the threshold as large blocks are freed, after which decoded images land in per-thread arenas that
-# keep their peak (issue 13: 5.1 GB still held 10 s after six bomb images).
+# keep their peak (six 8000x8000 RGBA PNGs decoded at once left 5.1 GB held 10 s later).
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 1024 * 1024
 
