@@ -143,14 +143,16 @@ def test_readme_local_run_works_as_written(image, sample_data, tmp_path):
     lines = readme_block("docker")
     assert {line.split()[1] for line in lines if line.startswith("make ")} <= _make_targets()
     repository, _, tag = image.rpartition(":")
-    (sample_data / ".done").touch()  # the sample data is there: make must not write it again
+    data = tmp_path / "data"
+    shutil.copytree(sample_data, data)
+    (data / ".done").touch()  # the sample data is there: make must not write it again
     venv_marker = Path(sys.prefix) / ".installed"
-    make_args = (f"--old-file={venv_marker} --old-file={sample_data}/.done VENV={sys.prefix} DATA={sample_data} "
+    make_args = (f"--old-file={venv_marker} --old-file={data}/.done VENV={sys.prefix} DATA={data} "
                  f"IMAGE={repository} TAG={tag}")
     port, name = free_port(), f"imgclf-readme-{os.getpid()}"
     script = "\n".join(
         line.replace("make ", f"make {make_args} ", 1).replace("127.0.0.1:8080", f"127.0.0.1:{port}")
-        .replace("local_test/data/", f"{sample_data}/")
+        .replace("local_test/data/", f"{data}/")
         for line in lines
     )
     test_dir = tmp_path / "test_dir"
@@ -170,5 +172,5 @@ def test_readme_local_run_works_as_written(image, sample_data, tmp_path):
     decoder = json.JSONDecoder()
     answers = [decoder.raw_decode(output, m.start())[0] for m in re.finditer(r'\{"predictions"', output)]
     assert len(answers) == 2, output[-6000:]
-    labels = {p.name.split(".", 1)[1] for p in (sample_data / "train").iterdir()}
+    labels = {p.name.split(".", 1)[1] for p in (data / "train").iterdir()}
     assert all(len(a["predictions"][0]) == 3 and {p["label"] for p in a["predictions"][0]} <= labels for a in answers)
