@@ -16,7 +16,7 @@ GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # TORCH_INDEX_URL, TORCH_VERSION, TORCHVISION_VERSION (another torch CUDA flavour: README, build choices)
 BUILD_ARGS := $(foreach v,BASE_IMAGE BUILDER_IMAGE WITH_COMPILER PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST TORCH_INDEX_URL TORCH_VERSION TORCHVISION_VERSION,$(if $($(v)),--build-arg $(v)="$($(v))"))
 
-.PHONY: help venv venv-sdk3 test-sdk3 nginx sample-data demo train-demo tensorboard test test-fast clean build push train-local serve-local predict image-local bench audit
+.PHONY: gpu-wheels gpu-check help venv venv-sdk3 test-sdk3 nginx sample-data demo train-demo tensorboard test test-fast clean build push train-local serve-local predict image-local bench audit
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -102,6 +102,15 @@ clean:  ## remove build outputs and the sample data (keeps .venv)
 bench: venv  ## training and serving benchmarks, each against the original project's style
 	$(PY) bench/train.py
 	$(PY) bench/serve.py
+
+# bench/gpu_check.sh on a machine with a GPU but no network: python3 there has torch, torchvision,
+# numpy, Pillow, requests, scikit-learn, matplotlib and Werkzeug; these pure-Python wheels are the rest.
+GPU_WHEELS := flask==3.1.3 blinker==1.9.0 itsdangerous==2.2.0 werkzeug==3.1.9
+gpu-wheels:  ## download the wheels bench/gpu_check.sh installs on a bare GPU machine into build/wheels
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: -d build/wheels $(GPU_WHEELS)
+
+gpu-check:  ## the GPU proof (bench/gpu_check.sh): training, forward-only, serving, precision, doctor; DRY=1 on the CPU
+	bench/gpu_check.sh $(if $(DRY),--dry)
 
 audit:  ## pip-audit the image's pinned requirements (needs PyPI's JSON API or OSV to be reachable)
 	$(PYTHON) -m venv build/audit && build/audit/bin/pip install -q pip-audit==2.10.1
