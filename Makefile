@@ -99,9 +99,11 @@ image-local: venv  ## on a machine with no Docker engine (like ours): start one,
 clean:  ## remove build outputs and the sample data (keeps .venv)
 	rm -rf build $(DATA)
 
-bench: venv  ## training and serving benchmarks, each against the original project's style
+DEMO_MODEL := build/demo/model
+bench: venv  ## training and serving benchmarks: forward-only limit, decode cost, serve, baseline, ratios
 	$(PY) bench/train.py
 	$(PY) bench/serve.py
+	$(if $(wildcard $(DEMO_MODEL)/model.json),$(PY) bench/serve.py --model-dir $(DEMO_MODEL),@echo "bench: no $(DEMO_MODEL) (make demo writes it): the demo model left out")
 
 # bench/gpu_check.sh on a machine with a GPU but no network: python3 there has torch, torchvision,
 # numpy, Pillow, requests, scikit-learn, matplotlib and Werkzeug; these pure-Python wheels are the rest.

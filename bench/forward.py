@@ -83,15 +83,20 @@ def best(results: list[Forward]) -> dict[tuple[str, str], Forward]:
     return top
 
 
-def decode_ms(payload: bytes, spec: ImageSpec, runs: int = 20) -> float:
-    """Median milliseconds to turn the JPEG into the uint8 CHW tensor ``serve`` batches (one thread)."""
-    decode_for_eval(payload, spec, 64_000_000)
+def timed_ms(work, runs: int = 20) -> float:
+    """Median milliseconds of ``work()``, after one untimed call."""
+    work()
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        decode_for_eval(payload, spec, 64_000_000)
+        work()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000
+
+
+def decode_ms(payload: bytes, spec: ImageSpec, runs: int = 20) -> float:
+    """Median milliseconds to turn the JPEG into the uint8 CHW crop ``serve`` batches (one thread)."""
+    return timed_ms(lambda: decode_for_eval(payload, spec, 64_000_000), runs)
 
 
 def print_forward(results: list[Forward], title: str) -> None:
