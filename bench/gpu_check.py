@@ -15,23 +15,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-import requests
 import torch
 
 import forward  # python bench/gpu_check.py: bench/ is on sys.path, as the script's folder
+from inprocess import app_server
 from load import run_levels
 from photos import write_photo_dataset
 from random_model import write_random_model
@@ -109,33 +107,10 @@ def forward_only(model_dir: Path, sizes: Sizes, device: torch.device) -> dict:
             "best": [asdict(r) for r in forward.best(results).values()]}
 
 
-def _wait_ready(url: str, photo: bytes, seconds: float = 300) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if requests.post(url + "/invocations", data=photo, headers={"Content-Type": "image/jpeg"}, timeout=60).ok:
-            return
-        time.sleep(0.5)
-    raise RuntimeError(f"the app answered no /invocations within {seconds:.0f} s")
-
-
 def serving(model_dir: Path, photo: bytes, sizes: Sizes) -> dict:
     """The Flask app in this process behind werkzeug's threaded server (no nginx, no gunicorn)."""
-    from werkzeug.serving import make_server
-
-    from imgclf import gpu
-    from imgclf.config import ServingConfig
-    from imgclf.serving.app import create_app, load_model
-
-    config = ServingConfig.from_environ(gpus=gpu.usable_gpu_count(), cpus=os.cpu_count() or 1,
-                                        environ={"SM_MODEL_DIR": str(model_dir)})
-    server = make_server("127.0.0.1", 0, create_app(config, load_model(config)), threaded=True)
-    threading.Thread(target=server.serve_forever, name="gpu-check-http", daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}"
-    try:
-        _wait_ready(url, photo)
+    with app_server(model_dir, photo) as (url, config):
         results = run_levels(url, photo, "image/jpeg", list(sizes.serve_levels), sizes.serve_requests, sizes.serve_seconds)
-    finally:
-        server.shutdown()
     return {"max_batch": config.max_batch_size, "max_wait_ms": config.max_batch_wait_ms,
             "levels": [asdict(r) for r in results]}
 
@@ -155,7 +130,6 @@ def measure(sizes: Sizes, work: Path) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if sizes is DRY:
         torch.set_num_threads(1)  # toy sizes: a second thread only adds spin-waiting on a busy host
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     report: dict = {"dry": sizes is DRY, "sizes": asdict(sizes), "hardware": hardware(device)}
     run_part(report, "doctor", doctor)
     run_part(report, "precision", chosen_precision, device)
