@@ -18,6 +18,7 @@ import copy
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,6 +101,12 @@ def interleaved(engines: dict[str, Engine], batch: np.ndarray, rounds: int) -> d
     return {name: len(batch) / statistics.median(t) for name, t in times.items()}
 
 
+def on_thread(work, *args):
+    """``work(*args)`` on a thread of its own, where serving runs its model (see bench/forward.py's sweep)."""
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(work, *args).result()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", default="1,8")
@@ -120,7 +127,7 @@ def main() -> None:
                    "OpenVINO fp32": openvino(path, args.threads, "f32"),
                    "OpenVINO bf16": openvino(path, args.threads, "bf16")}
         match = agreement(engines, test_images(8, args.image_size))
-        rates = {b: interleaved(engines, test_images(b, args.image_size, seed=b), args.rounds)
+        rates = {b: on_thread(interleaved, engines, test_images(b, args.image_size, seed=b), args.rounds)
                  for b in [int(b) for b in args.batches.split(",")]}
     print(f"ResNet-50, {args.classes} classes, {args.image_size} px, random weights, {args.threads} threads, "
           f"median of {args.rounds} interleaved rounds")
