@@ -125,14 +125,10 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8,16")
     parser.add_argument("--seconds", type=float, default=3, help="at least this long per batch size")
     args = parser.parse_args()
-    from random_model import write_random_model  # python bench/forward.py: bench/ is on sys.path
+    from random_model import model_dir_or_random  # python bench/forward.py: bench/ is on sys.path
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model_dir
-        if model_dir is None:
-            model_dir = Path(tmp) / "model"
-            write_random_model(model_dir, "resnet50", 133, 224)
-        model, spec, _ = load_artifacts(model_dir)
+        model, spec, _ = load_artifacts(model_dir_or_random(args.model_dir, Path(tmp)))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results = sweep(model, spec.image, device, args.precisions.split(","), args.layouts.split(","),
                     [int(b) for b in args.batches.split(",")], args.seconds)

@@ -27,9 +27,9 @@ import torch
 
 import forward
 from baseline import input_fn
-from load import Result, print_table, run_levels  # python bench/serve.py: bench/ is on sys.path, as the script's folder
+from load import Result, add_level_arguments, print_table, run_levels  # python bench/serve.py: bench/ is on sys.path, as the script's folder
 from photos import write_photo_dataset
-from random_model import write_random_model
+from random_model import model_dir_or_random
 
 from imgclf import precision
 from imgclf.model import load_artifacts
@@ -97,19 +97,14 @@ def print_ratios(ours: list[Result], base: list[Result], limit: forward.Forward,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, help="artifacts from train (default: a random ResNet-50)")
-    parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--requests", type=int, default=100, help="at most this many requests per level")
-    parser.add_argument("--seconds", type=float, default=60, help="at most this long per level")
+    add_level_arguments(parser, "1,8,32", 100, 60)
     parser.add_argument("--precisions", default="fp32,bf16", help="forward-only precisions (fp16 needs a GPU)")
     parser.add_argument("--batches", default="1,8,16", help="forward-only batch sizes (serve's default maximum is 8 on CPU)")
     parser.add_argument("--forward-seconds", type=float, default=5, help="at least this long per forward-only point")
     args = parser.parse_args()
     args.levels = [int(c) for c in args.concurrency.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model_dir
-        if model_dir is None:
-            model_dir = Path(tmp) / "model"
-            write_random_model(model_dir, "resnet50", 133, 224)
+        model_dir = model_dir_or_random(args.model_dir, Path(tmp))
         photo = next((write_photo_dataset(Path(tmp) / "photos", 1)).rglob("*.jpg")).read_bytes()
         best, _ = limits(model_dir, photo, args)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -29,9 +29,9 @@ from collections import Counter
 from pathlib import Path
 
 from inprocess import app_server  # python bench/stages.py: bench/ is on sys.path, as the script's folder
-from load import measure
+from load import add_level_arguments, measure
 from photos import write_photo_dataset
-from random_model import write_random_model
+from random_model import model_dir_or_random
 
 from imgclf.serving.predictor import Batcher, Predictor
 
@@ -131,18 +131,13 @@ def print_profile(levels: list[dict], config) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, help="artifacts from train (default: a random ResNet-50)")
-    parser.add_argument("--concurrency", default="1,32")
-    parser.add_argument("--requests", type=int, default=100, help="at most this many requests per level")
-    parser.add_argument("--seconds", type=float, default=60, help="at most this long per level")
+    add_level_arguments(parser, "1,32", 100, 60)
     args = parser.parse_args()
     stamps = Stamps()
     stamps.install()
     settings = {k: v for k, v in os.environ.items() if k.startswith(("IMGCLF_", "SAGEMAKER_"))}
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model_dir
-        if model_dir is None:
-            model_dir = Path(tmp) / "model"
-            write_random_model(model_dir, "resnet50", 133, 224)
+        model_dir = model_dir_or_random(args.model_dir, Path(tmp))
         photo = next((write_photo_dataset(Path(tmp) / "photos", 1)).rglob("*.jpg")).read_bytes()
         with app_server(model_dir, photo, settings) as (url, config):
             measure(url, photo, "image/jpeg", 1, 3, args.seconds)  # warm-up
