@@ -16,7 +16,7 @@ GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # TORCH_INDEX_URL, TORCH_VERSION, TORCHVISION_VERSION (another torch CUDA flavour: README, build choices)
 BUILD_ARGS := $(foreach v,BASE_IMAGE BUILDER_IMAGE WITH_COMPILER PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST TORCH_INDEX_URL TORCH_VERSION TORCHVISION_VERSION,$(if $($(v)),--build-arg $(v)="$($(v))"))
 
-.PHONY: gpu-wheels gpu-check bench-stages bench-compiled help venv venv-sdk3 test-sdk3 nginx sample-data demo train-demo tensorboard test test-fast clean build push train-local serve-local predict image-local bench audit
+.PHONY: gpu-wheels gpu-check bench-stages bench-compiled bench-peers help venv venv-sdk3 test-sdk3 nginx sample-data demo train-demo tensorboard test test-fast clean build push train-local serve-local predict image-local bench audit
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -118,6 +118,17 @@ $(COMPILED_VENV)/.installed:
 
 bench-compiled: $(COMPILED_VENV)/.installed  ## ResNet-50 forward only: eager torch vs ONNX Runtime and OpenVINO (fp32, bf16), same cores
 	$(COMPILED_VENV)/bin/python bench/compiled.py
+
+# LitServe in a venv of its own: the server a user might pick instead, beside ours at the same concurrencies.
+PEERS_VENV := build/peers
+PEERS_PINS := litserve==0.2.19 torch==2.14.1 torchvision==0.29.1 pillow==12.0.0
+$(PEERS_VENV)/.installed:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q $(PEERS_PINS)
+	touch $@
+
+bench-peers: venv $(PEERS_VENV)/.installed  ## our serve beside LitServe with batching at concurrency 1/8/32, same model and cores
+	$(PY) bench/peers.py --peers-python $(PEERS_VENV)/bin/python
 
 # bench/gpu_check.sh on a machine with a GPU but no network: python3 there has torch, torchvision,
 # numpy, Pillow, requests, scikit-learn, matplotlib and Werkzeug; these pure-Python wheels are the rest.

@@ -104,6 +104,12 @@ def decode_ms(payload: bytes, spec: ImageSpec, runs: int = 20) -> float:
     return timed_ms(lambda: decode_for_eval(payload, spec, 64_000_000), runs)
 
 
+def on_thread(work, *args):
+    """``work(*args)`` on a thread of its own (see :func:`sweep` for why)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="bench") as thread:
+        return thread.submit(work, *args).result()
+
+
 def print_forward(results: list[Forward], title: str) -> None:
     print(title)
     print(f"  {'precision':>9} {'layout':>13} {'best batch':>10} {'ms/batch':>9} {'images/s':>9}   (other batches: images/s)")
