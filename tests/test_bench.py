@@ -1,6 +1,7 @@
-"""bench/gpu_check.py, the GPU proof, run in its dry mode (CPU, toy sizes) so that it cannot rot
-between the rare runs on a GPU. It runs with the packages a bare GPU machine lacks made
-unimportable, so the wheel set `make gpu-wheels` carries is shown to be enough."""
+"""Benchmarks that must not rot between their rare runs: bench/gpu_check.py, the GPU proof, in its
+dry mode (CPU, toy sizes), with the packages a bare GPU machine lacks made unimportable, so the
+wheel set `make gpu-wheels` carries is shown to be enough; and bench/stages.py, which times the
+serving code through its method names."""
 
 from __future__ import annotations
 
@@ -51,3 +52,22 @@ def test_gpu_check_dry_runs_every_part_without_the_image_only_packages(tmp_path:
     levels = report["serving"]["levels"]
     assert [r["concurrency"] for r in levels] == [1, 4] and all(r["errors"] == 0 and r["requests"] > 0 for r in levels)
     assert "serving in-process" in result.stdout and "forward only" in result.stdout
+
+
+@pytest.mark.slow
+def test_stage_profile_times_every_stage_of_the_serving_code(tmp_path: Path):
+    """bench/stages.py patches Predictor and Batcher methods by name: a rename there must fail here,
+    not leave the profile empty."""
+    model_dir = tmp_path / "model"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "container"), str(REPO / "bench")])}
+    subprocess.run([sys.executable, "bench/random_model.py", str(model_dir), "--arch", "resnet18", "--classes", "10",
+                    "--image-size", "32"], cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
+    result = subprocess.run([sys.executable, "bench/stages.py", "--model-dir", str(model_dir), "--concurrency", "1,4",
+                             "--requests", "8", "--seconds", "60"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["1"], ["4"])]
+    assert len(rows) == 2, result.stdout
+    for row in rows:
+        decode, forward = float(row[2]), float(row[5])
+        assert decode > 0 and forward > 0, result.stdout  # both stages were timed, through the patched methods
+        assert ":" in row[-1], result.stdout  # batch sizes were counted
