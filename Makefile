@@ -108,9 +108,9 @@ bench: venv  ## training and serving benchmarks: forward-only limit, decode cost
 bench-stages: venv  ## where a request's time goes inside serve's app (decode, queue, batch, forward, http) at concurrency 1 and 32
 	$(PY) bench/stages.py
 
-# ONNX Runtime and OpenVINO in a venv of their own (about 1.5 GB with torch): measured, not in the image.
+# ONNX Runtime, OpenVINO and NNCF (its int8 quantiser) in a venv of their own (about 1.5 GB with torch): measured, not in the image.
 COMPILED_VENV := build/compiled
-COMPILED_PINS := torch==2.14.1 torchvision==0.29.1 onnx==1.23.2 onnxruntime==1.32.0 openvino==2026.4.1 numpy==2.4.6
+COMPILED_PINS := torch==2.14.1 torchvision==0.29.1 onnx==1.23.2 onnxruntime==1.32.0 openvino==2026.4.1 nncf==3.4.0 numpy==2.4.6
 $(COMPILED_VENV)/.installed:
 	$(PYTHON) -m venv $(COMPILED_VENV)
 	$(COMPILED_VENV)/bin/pip install -q $(COMPILED_PINS)

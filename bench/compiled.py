@@ -4,7 +4,9 @@
     build/compiled/bin/python bench/compiled.py --batches 1,8 --rounds 5
 
 The model is exported once to ONNX; ONNX Runtime runs it in fp32, OpenVINO in fp32 and bf16
-(its inference precision hint; bf16 runs natively on AVX512-BF16/AMX CPUs). Engines are timed in
+(its inference precision hint; bf16 runs natively on AVX512-BF16/AMX CPUs), and in int8 when
+NNCF is installed (post-training quantisation on 16 synthetic images; with random weights this
+shows speed, not the accuracy a trained model keeps). Engines are timed in
 interleaved rounds (each round times every engine once, the median over rounds is reported), so
 load that comes and goes on a shared host falls on all of them alike. Agreement: top-1 on a few
 images against eager fp32, and the largest logit error relative to the largest logit.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import statistics
 import tempfile
 import time
@@ -55,6 +58,17 @@ def openvino(path: Path, threads: int, precision: str) -> Engine:
 
     compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision,
                                                           "PERFORMANCE_HINT": "LATENCY"})
+    return lambda x: compiled(x)[0]
+
+
+def openvino_int8(path: Path, threads: int, calibration: np.ndarray) -> Engine:
+    """OpenVINO int8: NNCF's post-training quantisation, calibrated on ``calibration`` one image at a time."""
+    import nncf
+    import openvino as ov
+
+    dataset = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
+    quantized = nncf.quantize(ov.Core().read_model(str(path)), dataset, subset_size=len(calibration))
+    compiled = ov.Core().compile_model(quantized, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
     return lambda x: compiled(x)[0]
 
 
@@ -126,6 +140,10 @@ def main() -> None:
                    "ONNX Runtime fp32": onnx_runtime(path, args.threads),
                    "OpenVINO fp32": openvino(path, args.threads, "f32"),
                    "OpenVINO bf16": openvino(path, args.threads, "bf16")}
+        if importlib.util.find_spec("nncf"):
+            engines["OpenVINO int8"] = openvino_int8(path, args.threads, test_images(16, args.image_size, seed=99))
+        else:
+            print("OpenVINO int8 left out: nncf is not installed (pip install nncf)")
         match = agreement(engines, test_images(8, args.image_size))
         rates = {b: on_thread(interleaved, engines, test_images(b, args.image_size, seed=b), args.rounds)
                  for b in [int(b) for b in args.batches.split(",")]}
@@ -134,7 +152,7 @@ def main() -> None:
     print(f"  {'engine':>18} " + " ".join(f"{'batch ' + str(b):>9}" for b in rates) + f" {'x torch, same precision':>8} {'top-1 = torch fp32':>7} {'max error':>8}")
     for name in engines:
         top = max(rates[b][name] for b in rates)
-        torch_top = max(rates[b]["torch fp32" if "fp32" in name else "torch bf16"] for b in rates)
+        torch_top = max(rates[b]["torch fp32" if "fp32" in name else "torch bf16"] for b in rates)  # int8: against bf16
         same, error = match[name]
         print(f"  {name:>18} " + " ".join(f"{rates[b][name]:>9.1f}" for b in rates)
               + f" {top / torch_top:>7.2f}x {same:>7.0%} {error:>8.1e}")
