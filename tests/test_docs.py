@@ -24,7 +24,7 @@ from imgclf_launch.paths import REPO
 README = REPO / "README.md"
 README_MAX_LINES = 250
 NARRATION = [re.compile(p, re.IGNORECASE) for p in (
-    r"\bissue \d+", r"\bsessions? \d+", r"\brounds? \d+", r"\bthe issue's", r"\(before[:,]", r"\bbefore: ",
+    r"\bissue \d+", r"\bsessions? \d+", r"(?<!--)\brounds? \d+", r"\bthe issue's", r"\(before[:,]", r"\bbefore: ",
     r"\bopen item", r"\bour (dev|ci)\b", r"\bwas lent\b", r"\bnone lent\b",
 )]
 SEARCHED = ("README.md", "docs", "container", "scripts", "bench")
