@@ -15,6 +15,8 @@ from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto.event_pb2 import Event
 
 log = logging.getLogger(__name__)
+# tensorboardX warns once per NaN value it is given; a NaN loss is the training loop's to report, once
+logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
 
 
 class EventFile(EventsWriter):
