@@ -204,7 +204,8 @@ class Predictor:
             raise Abandoned("the request's deadline passed while it waited to decode")
         try:
             ticket.check()
-            return decode_for_eval(payload, self.model_spec.image, self.max_image_pixels, formats)
+            chosen = {"formats": formats} if formats else {}  # none named: every format the decoder accepts
+            return decode_for_eval(payload, self.model_spec.image, self.max_image_pixels, **chosen)
         finally:
             self._decode_slots.release()
 
