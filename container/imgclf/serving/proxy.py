@@ -1,13 +1,5 @@
-"""nginx in front of gunicorn, as AWS's bring-your-own-container example runs it.
-
-nginx takes the connections: it reads whole requests (timing out clients that send too slowly),
-refuses bodies over the limit (chunked ones too) and malformed requests with JSON errors, holds
-thousands of idle connections for a few kB each, and hands gunicorn only complete requests over a
-unix socket. So slow or idle clients never hold a gunicorn thread, and gunicorn's gthread worker
-never meets its connection-limit bug (benoitc/gunicorn#3407: 22.0 and 23.0 spin forever once
-``worker_connections`` idle sockets close; the fixes, PRs #3408 and #3157, are unreleased).
-/ping is answered by nginx itself from the health files (see ``health``), never by a Python thread.
-"""
+"""nginx in front of gunicorn: the configuration (nginx.conf beside this module, filled in) and its
+command. Why nginx takes the connections: the manual's serving page."""
 
 from __future__ import annotations
 
