@@ -148,7 +148,7 @@ class ServingConfig:
         ("IMGCLF_ALLOW_CPU", "false", "true: serve on the CPU of a host whose GPUs torch cannot use (else `/ping` answers 500)"),
         ("IMGCLF_TOP_K", "5", "labels per image when the request names no `top_k`"),
         ("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", "workers x 4", "`/execution-parameters`' MaxConcurrentTransforms"),
-        ("SAGEMAKER_BATCH_STRATEGY", "SINGLE_RECORD", "`/execution-parameters`' BatchStrategy (one image per record)"),
+        ("SAGEMAKER_BATCH_STRATEGY", "SINGLE_RECORD", "`/execution-parameters`' BatchStrategy: SINGLE_RECORD or MULTI_RECORD (JSON Lines)"),
         ("IMGCLF_MAX_CONNECTIONS", "4096", "connections nginx holds at once (at least 16)"),
         ("IMGCLF_CLIENT_TIMEOUT", "20", "seconds a client may pause while sending a request or reading the answer (408)"),
         ("IMGCLF_DECODE_SLOTS", "CPUs / workers", "images decoding at once in a worker: decoding memory is this x 0.5 GB at most"),
@@ -204,7 +204,9 @@ class ServingConfig:
             allow_cpu=cpu_allowed(environ),
             default_top_k=_env_int(environ, "IMGCLF_TOP_K", 5),
             max_concurrent_transforms=_env_int(environ, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", max(1, workers) * 4),
-            batch_strategy=environ.get("SAGEMAKER_BATCH_STRATEGY", "SINGLE_RECORD").upper(),
+            # MULTI_RECORD: JSON Lines bodies (imgclf.serving.codecs), so both are true when advertised
+            batch_strategy=_env_converted(environ, "SAGEMAKER_BATCH_STRATEGY", "single_record",
+                                          choice(("single_record", "multi_record"))).upper(),
             # nginx: connections held at once (idle ones cost a few kB), and how long a client may
             # pause while sending a request or reading the answer.
             max_connections=_env_int(environ, "IMGCLF_MAX_CONNECTIONS", 4096, minimum=16),

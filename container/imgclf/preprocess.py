@@ -79,14 +79,14 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_image(source: bytes | Path, max_pixels: int) -> Image.Image:
+def open_image(source: bytes | Path, max_pixels: int, formats: tuple[str, ...] | None = None) -> Image.Image:
     """Open an image and check its header only: no pixel is decoded yet.
 
     Refuses what would cost more memory than its pixel count says: more than ``max_pixels``,
     or a TIFF tile larger than the image (and than MAX_TIFF_TILE_PIXELS), decoded whole.
     """
     try:
-        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=formats)
     except Exception as e:
         raise ImageError(f"not a readable image ({type(e).__name__}: {e})") from None
     width, height = image.size
@@ -118,7 +118,7 @@ def decode_image(source: bytes | Path, min_side: int, max_pixels: int) -> Image.
         raise ImageError(f"image data is corrupt or truncated ({type(e).__name__}: {e})") from None
 
 
-def decode_for_eval(source: bytes, spec: ImageSpec, max_pixels: int) -> torch.Tensor:
+def decode_for_eval(source: bytes, spec: ImageSpec, max_pixels: int, formats: tuple[str, ...] | None = None) -> torch.Tensor:
     """Image bytes -> the evaluation crop (uint8 CHW), as ``eval_preprocess(decode_image(...))``
     computes it, but touching only the pixels that crop uses.
 
@@ -126,7 +126,7 @@ def decode_for_eval(source: bytes, spec: ImageSpec, max_pixels: int) -> torch.Te
     factor while it stays at least twice the crop: a 300,000x1 strip costs a few pixels, not a
     resize to 256 px on its short side. Peak memory is the decoded image plus that square.
     """
-    image = open_image(source, max_pixels)
+    image = open_image(source, max_pixels, formats)
     try:
         image.draft("RGB", (spec.resize_size, spec.resize_size))
         image.load()

@@ -57,10 +57,28 @@ def metrics_page() -> str:
     )
 
 
+def content_types_page() -> str:
+    from .serving.codecs import markdown_table  # Pillow and Flask: only where the page is generated
+
+    return ("# Content types\n\n" + GENERATED + "What `POST /invocations` takes (`imgclf.serving.codecs.REQUEST_TYPES`) "
+            "and what it answers for each Accept value (`RESPONSE_TYPES`).\n\n"
+            + markdown_table("content-types") + "\n\n" + markdown_table("accept") + "\n")
+
+
+def statuses_page() -> str:
+    from .serving.codecs import markdown_table
+
+    return ("# Statuses\n\n" + GENERATED + "Every status `serve` answers, from the app or from nginx "
+            "(`imgclf.serving.codecs.STATUSES`); every error body is `{\"error\": \"...\", \"status\": N}`.\n\n"
+            + markdown_table("statuses") + "\n")
+
+
 PAGES: dict[str, Callable[[], str]] = {
     "docs/reference/hyperparameters.md": hyperparameters_page,
     "docs/reference/serving-variables.md": serving_variables_page,
     "docs/reference/metrics.md": metrics_page,
+    "docs/reference/content-types.md": content_types_page,
+    "docs/reference/statuses.md": statuses_page,
 }
 
 
