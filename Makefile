@@ -13,10 +13,10 @@ IMAGE ?= imgclf
 TAG ?= latest
 GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # Optional: BASE_IMAGE, BUILDER_IMAGE, WITH_COMPILER, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST, CA_BUNDLE,
-# TORCH_INDEX_URL, TORCH_VERSION, TORCHVISION_VERSION (another torch CUDA flavour: README, build choices)
+# TORCH_INDEX_URL, TORCH_VERSION, TORCHVISION_VERSION (another torch CUDA flavour: docs/gpu.md, build choices)
 BUILD_ARGS := $(foreach v,BASE_IMAGE BUILDER_IMAGE WITH_COMPILER PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST TORCH_INDEX_URL TORCH_VERSION TORCHVISION_VERSION,$(if $($(v)),--build-arg $(v)="$($(v))"))
 
-.PHONY: gpu-wheels gpu-check bench-stages bench-compiled bench-peers help venv venv-sdk3 test-sdk3 nginx sample-data demo train-demo tensorboard test test-fast clean build push train-local serve-local predict image-local bench audit
+.PHONY: gpu-wheels gpu-check bench-stages bench-compiled bench-peers help venv venv-sdk3 test-sdk3 nginx sample-data demo train-demo tensorboard test test-fast docs clean build push train-local serve-local predict image-local bench audit
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ test-sdk3: venv-sdk3  ## the launcher tests (tests/test_launchers.py) with SDK 3
 test-fast: venv nginx  ## the in-process tests only (no training, no server, no docker, SDK 2.x only): under a minute
 	$(PY) -m pytest tests -m "not slow and not docker" --durations=5
 
+docs: venv  ## build the manual (docs/, mkdocs.yml) into build/site; --strict: a broken link or a page missing from the nav fails
+	$(PY) -m mkdocs build --strict --site-dir build/site
+
 build:  ## build the image $(IMAGE):$(TAG) (also tagged with the git sha)
 	@if [ -n "$(CA_BUNDLE)" ]; then cp "$(CA_BUNDLE)" docker/ca/ca.pem; fi
 	DOCKER_BUILDKIT=0 docker build --network host -f docker/Dockerfile $(BUILD_ARGS) --build-arg GIT_SHA=$(GIT_SHA) \
@@ -93,7 +96,7 @@ serve-local:  ## run the image's `serve` on the model train-local made, at 127.0
 predict:  ## POST a sample image to the server serve-local started
 	local_test/predict.sh $$(ls $(DATA)/test/004.three/* | head -1)
 
-image-local: venv  ## on a machine with no Docker engine (like ours): start one, then build the image
+image-local: venv  ## on a machine with no Docker engine: start one, then build the image
 	docker/ci-build.sh $(IMAGE):$(TAG)
 
 clean:  ## remove build outputs and the sample data (keeps .venv)

@@ -1,4 +1,4 @@
-"""Images that cost far more memory to decode than their size in bytes (issue 13's list)."""
+"""Images that cost far more memory to decode than their size in bytes (decompression and memory bombs)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Peak memory of decoding each of issue 13's bomb images for serving, one fresh process per image.
+"""Peak memory of decoding each of bench/bombs.py's images for serving, one fresh process per image.
 
     .venv/bin/python bench/decode_memory.py
 

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .hyperparameters import (  # noqa: F401  (re-exported: imgclf.config is where callers find them)
     PRECISIONS,
@@ -126,6 +126,34 @@ def cpu_allowed(environ: Mapping[str, str]) -> bool:
 @dataclass(frozen=True)
 class ServingConfig:
     """How ``serve`` runs, from SageMaker's hosting variables (and a few of our own, IMGCLF_*)."""
+
+    # Every variable from_environ reads: (name, default, meaning). docs/reference/serving-variables.md
+    # is generated from it, and a test fails when from_environ reads a variable missing here.
+    VARIABLES: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("SAGEMAKER_BASE_DIR", "/opt/ml", "the folder laid out like /opt/ml (outside the image)"),
+        ("SM_MODEL_DIR", "$SAGEMAKER_BASE_DIR/model", "the model folder `train` left"),
+        ("IMGCLF_HOST", "0.0.0.0", "the address nginx listens on"),
+        ("SAGEMAKER_BIND_TO_PORT", "8080", "the port nginx listens on (the image has the `accept-bind-to-port` label)"),
+        ("SAGEMAKER_MODEL_SERVER_WORKERS", "one per usable GPU, else one per 4 CPUs",
+         "gunicorn workers; each holds one model copy (on a GPU host, one per GPU)"),
+        ("IMGCLF_THREADS_PER_WORKER", "64", "request threads per worker (they decode; one thread runs the model)"),
+        ("IMGCLF_TORCH_THREADS", "CPUs / workers", "torch's intra-op threads per worker"),
+        ("SAGEMAKER_MODEL_SERVER_TIMEOUT", "60", "seconds a request may take from nginx's hand-off to its answer (503 after)"),
+        ("SAGEMAKER_MAX_PAYLOAD_IN_MB", "6", "the body limit in MiB (413 above); also `/execution-parameters`' MaxPayloadInMB"),
+        ("IMGCLF_MAX_IMAGE_PIXELS", "64000000", "an image declaring more pixels is refused (413) before any pixel is decoded"),
+        ("IMGCLF_MAX_IMAGES_PER_REQUEST", "256", "instances in one JSON request (413 above)"),
+        ("IMGCLF_MAX_BATCH_SIZE", "32 on GPU, 8 on CPU", "images in one forward pass across concurrent requests"),
+        ("IMGCLF_MAX_BATCH_WAIT_MS", "5", "how long the batcher waits for requests still decoding (0: never)"),
+        ("IMGCLF_PRECISION", "auto", "auto, fp32, bf16 or fp16 (auto: fp16 on GPU, bf16 on CPUs with native bf16, else fp32)"),
+        ("IMGCLF_ALLOW_CPU", "false", "true: serve on the CPU of a host whose GPUs torch cannot use (else `/ping` answers 500)"),
+        ("IMGCLF_TOP_K", "5", "labels per image when the request names no `top_k`"),
+        ("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", "workers x 4", "`/execution-parameters`' MaxConcurrentTransforms"),
+        ("SAGEMAKER_BATCH_STRATEGY", "SINGLE_RECORD", "`/execution-parameters`' BatchStrategy: SINGLE_RECORD or MULTI_RECORD (JSON Lines)"),
+        ("IMGCLF_MAX_CONNECTIONS", "4096", "connections nginx holds at once (at least 16)"),
+        ("IMGCLF_CLIENT_TIMEOUT", "20", "seconds a client may pause while sending a request or reading the answer (408)"),
+        ("IMGCLF_DECODE_SLOTS", "CPUs / workers", "images decoding at once in a worker: decoding memory is this x 0.5 GB at most"),
+        ("IMGCLF_SERVE_USER", "(none; the image: imgclf)", "started as root, nginx's and gunicorn's workers run as this user"),
+    )
 
     model_dir: Path
     host: str

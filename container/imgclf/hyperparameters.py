@@ -150,7 +150,7 @@ class Hyperparameter:
 
 HYPERPARAMETERS = (
     Hyperparameter("arch", "resnet50", choice(ARCHS), "the torchvision ResNet to fine-tune"),
-    Hyperparameter("pretrained", True, boolean(), "start from ImageNet weights ([channels](#channels))"),
+    Hyperparameter("pretrained", True, boolean(), "start from ImageNet weights ([channels](training.md#channels))"),
     Hyperparameter("freeze-backbone", False, boolean(), "train only the new head (needs `pretrained`)"),
     Hyperparameter("epochs", 3, integer(1), "passes over the train channel"),
     Hyperparameter("batch-size", 64, integer(1), "the global batch, split evenly over the processes"),
@@ -169,28 +169,28 @@ HYPERPARAMETERS = (
     Hyperparameter("horizontal-flip", True, boolean(), "random flips in training"),
     Hyperparameter("augment-on", "auto", choice(AUGMENT_ON), "auto: the GPU when there is one, else the CPU; cpu: "
                    "per image in the loader; device: a batch at a time on the training device "
-                   "([performance](#performance))"),
+                   "([benchmarks](benchmarks.md))"),
     Hyperparameter("num-workers", -1, workers(), "data-loader processes (auto: from the CPU and GPU count)", "auto"),
     Hyperparameter("seed", 42, integer(0), "seeds Python's, NumPy's and torch's generators"),
     Hyperparameter("early-stopping-patience", 0, integer(0), "0: off; else stop after this many epochs without a "
                    "better valid accuracy (needs `valid`)"),
     Hyperparameter("precision", "auto", choice(PRECISIONS), "auto: bf16 on GPUs with native bf16 (compute capability "
                    ">= 8.0), else fp16 with loss scaling (T4, V100); on CPUs bf16 where they have AVX512-BF16 or AMX, "
-                   "else fp32 ([GPUs](#gpus-drivers-forward-compatibility-build-choices))"),
+                   "else fp32 ([GPUs](gpu.md#precision))"),
     Hyperparameter("cache-images", "auto", choice(CACHE_MODES), "keep the decoded images in memory (auto: when they "
                    "fit in half the free memory)"),
     Hyperparameter("compile", False, boolean(), "`torch.compile` the model (needs an image built with "
                    "`WITH_COMPILER=true`)"),
     Hyperparameter("rules", TRAINING_RULES, rule_list(), "checked during training "
-                   "([rules](#training-health-rules-without-debugger))", "all"),
+                   "([rules](observability.md#training-health-rules))", "all"),
     Hyperparameter("rules-action", "log", choice(RULE_ACTIONS), "stop: end training when a rule fires, keeping the "
                    "best model"),
     Hyperparameter("profile-steps", 0, integer(0), "0: off; else record a torch.profiler trace of this many steps "
-                   "([profiling](#profiling))"),
+                   "([profiling](observability.md#profiling))"),
     Hyperparameter("resume-from", "", job_name(), "continue that job's run (same settings) when this job has no "
-                   "checkpoint of its own ([reliability](#reliability))", "(none)"),
+                   "checkpoint of its own ([reliability](reliability.md#checkpoints))", "(none)"),
     Hyperparameter("tensorboard", "auto", choice(TENSORBOARD), "auto: event files when SageMaker's TensorBoard config "
-                   "is there; true: always; false: never ([TensorBoard](#tensorboard))"),
+                   "is there; true: always; false: never ([TensorBoard](observability.md#tensorboard))"),
 )
 _BY_FIELD = {h.field: h for h in HYPERPARAMETERS}
 
@@ -253,10 +253,12 @@ def parse_hyperparameters(argv: Sequence[str]) -> Hyperparameters:
     return Hyperparameters(**values)
 
 
-def markdown_table() -> str:
-    """README's hyperparameter table (a test checks that the README holds exactly this)."""
+def markdown_table(docs: str = "docs/") -> str:
+    """The hyperparameter table of README.md and docs/reference/hyperparameters.md (tests check that both
+    hold exactly this); ``docs`` is the path from the page to docs/, which the help texts' links are relative to."""
     rows = ["| name | default | allowed | what it does |", "|---|---|---|---|"]
-    rows += [f"| `{h.name}` | {h.default_text} | {h.parser.allowed} | {h.help} |" for h in HYPERPARAMETERS]
+    rows += [f"| `{h.name}` | {h.default_text} | {h.parser.allowed} | {h.help.replace('](', '](' + docs)} |"
+             for h in HYPERPARAMETERS]
     return "\n".join(rows) + "\n"
 
 
