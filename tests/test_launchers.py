@@ -644,9 +644,14 @@ CASES = {
     "deploy_gpu_autoscaled_by_job_name": ("deploy", DEPLOY + ["--model-data", "imgclf-2026-11-25-10-00-00-000", "--instance-type",
                                                               "ml.g5.xlarge", "--autoscale-max", "4"]),
     "deploy_delete": ("deploy", DEPLOY + ["--delete"]),
+    "deploy_async_with_env": ("deploy", DEPLOY + ["--model-data", "s3://bucket/out/job/output/model.tar.gz", "--instance-type",
+                                                  "ml.g5.xlarge", "--async", "s3://bucket/async", "--env", "IMGCLF_TOP_K=3"]),
+    "deploy_serverless": ("deploy", DEPLOY + ["--model-data", "s3://bucket/out/job/output/model.tar.gz", "--serverless",
+                                             "--memory-mb", "4096", "--max-concurrency", "8"]),
     "transform_gpu": ("transform", TRANSFORM + ["--instance-type", "ml.g4dn.xlarge", "--instance-count", "3"]),
     "transform_cpu_limits": ("transform", TRANSFORM + ["--instance-type", "ml.c5.xlarge", "--max-concurrent-transforms", "4",
-                                                       "--max-payload-mb", "10"]),
+                                                       "--max-payload-mb", "10", "--env", "IMGCLF_MAX_IMAGES_PER_REQUEST=1",
+                                                       "--env", "IMGCLF_PRECISION=fp32"]),
     "invoke": ("invoke", ["IMAGE_FILE", "--endpoint", "dogs", "--top-k", "2", "--dry-run"]),
 }
 # What 3.x sends differently, each with its reason: the reads it adds, and fields it leaves out.
@@ -810,6 +815,31 @@ def test_limits_that_depend_on_each_other():
                      "--autoscale-max", "4"])
     with pytest.raises(SystemExit, match="^error: --max-concurrent-transforms 4 times --max-payload-mb 30 is over"):
         transform.main(TRANSFORM + ["--max-concurrent-transforms", "4", "--max-payload-mb", "30"])
+
+
+MODEL = ["--model-data", "s3://b/m.tar.gz"]
+LOCAL_DEPLOY = ["--local", "--image-uri", "imgclf:latest", "--endpoint", "dogs", "--model-data", "file:///m.tar.gz"]
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (DEPLOY + MODEL + ["--serverless", "--instance-type", "ml.g5.xlarge"], "serverless endpoints have no GPUs"),
+    (DEPLOY + MODEL + ["--serverless", "--instance-type", "ml.c5.xlarge"], "SageMaker picks and scales the machines"),
+    (DEPLOY + MODEL + ["--serverless", "--instance-count", "2"], "drop --instance-type, --instance-count"),
+    (DEPLOY + MODEL + ["--serverless", "--memory-mb", "1500"], "steps of 1024 MB"),
+    (DEPLOY + MODEL + ["--serverless", "--async", "s3://b/answers"], "an asynchronous endpoint runs on instances"),
+    (DEPLOY + MODEL + ["--async", "answers/"], "--async answers/: SageMaker reads and writes s3://"),
+    (LOCAL_DEPLOY + ["--async", "s3://b/answers"], "local mode has no asynchronous endpoints"),
+    (LOCAL_DEPLOY + ["--serverless"], "local mode has no serverless endpoints"),
+    (DEPLOY + MODEL + ["--env", "1KEY=x"], "expected KEY=VALUE"),
+    (DEPLOY + MODEL + ["--env", "KEY"], "expected KEY=VALUE"),
+    (DEPLOY + MODEL + ["--env", "KEY=" + "x" * 1025], "SageMaker takes at most 1024"),
+    (TRANSFORM + ["--env", "A-B=1"], "expected KEY=VALUE"),
+])
+def test_hosting_that_cannot_work_is_refused_before_any_request(argv, expected):
+    """What SageMaker (serverless: CPU only, sized by memory; CreateModel's EnvironmentKey pattern and
+    value length in botocore's model) or local mode would refuse, refused here in one line."""
+    with pytest.raises(SystemExit, match=f"^error: .*{re.escape(expected)}"):
+        (transform if "--input" in argv else deploy).main(argv)
 
 
 @pytest.mark.parametrize("source", ["/tmp/model.tar.gz", "file:///tmp/model.tar.gz", "job_with_underscores",

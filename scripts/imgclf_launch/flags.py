@@ -100,8 +100,11 @@ def add_settings(parser: argparse.ArgumentParser, launcher: str) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print every API request instead of sending it")
 
 
+DEFAULT_INSTANCE_TYPE = "ml.g4dn.xlarge"
+
+
 def add_instance_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--instance-type", default="ml.g4dn.xlarge")
+    parser.add_argument("--instance-type", help=f"default {DEFAULT_INSTANCE_TYPE}")
     parser.add_argument("--instance-count", type=at_least(1), default=1)
 
 
@@ -111,6 +114,32 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                              "sagemaker_torch_distributed_enabled); on by itself for one multi-GPU instance")
     parser.add_argument("--spot", action="store_true", help="managed spot training (checkpoints resume the job)")
     parser.add_argument("--max-run", type=at_least(1), default=4 * 3600, help="seconds")
+
+
+# CreateModel's PrimaryContainer.Environment (botocore's SageMaker service model: EnvironmentMap, at
+# most 100 entries; EnvironmentKey pattern below; EnvironmentValue at most 1,024 characters).
+ENVIRONMENT_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+MAX_ENVIRONMENT, MAX_ENVIRONMENT_VALUE = 100, 1024
+
+
+def add_environment_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="a variable for the serving container (repeatable), e.g. SAGEMAKER_MODEL_SERVER_TIMEOUT=120")
+
+
+def environment(pairs: list[str], defaults: dict[str, str] | None = None) -> dict[str, str]:
+    """--env KEY=VALUE pairs over ``defaults``, each checked as CreateModel checks it."""
+    variables = dict(defaults or {})
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not ENVIRONMENT_KEY.fullmatch(key):
+            raise LaunchError(f"--env {pair}: expected KEY=VALUE with KEY of letters, digits and _ (not starting with a digit)")
+        if len(value) > MAX_ENVIRONMENT_VALUE:
+            raise LaunchError(f"--env {key}: the value is {len(value)} characters; SageMaker takes at most {MAX_ENVIRONMENT_VALUE}")
+        variables[key] = value
+    if len(variables) > MAX_ENVIRONMENT:
+        raise LaunchError(f"--env: {len(variables)} variables; SageMaker takes at most {MAX_ENVIRONMENT}")
+    return variables
 
 
 def check_local_and_dry_run(local: bool, dry_run: bool) -> None:
@@ -167,7 +196,7 @@ def target_from(args: argparse.Namespace, action: str) -> Target:
             in_s3(flag, values[flag], args.local)
     if not args.local:
         check_region(values["--region"])
-    instance_type = getattr(args, "instance_type", "local")
+    instance_type = getattr(args, "instance_type", "local") or DEFAULT_INSTANCE_TYPE
     if args.local and not instance_type.startswith("local"):
         instance_type = "local"
     return Target(region=values["--region"], image_uri=values.get("--image-uri") or "", role=values.get("--role") or "",

@@ -39,6 +39,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--transform-ami-version", default="auto",
                         choices=("auto", "none", "al2-ami-sagemaker-batch-gpu-535", "al2-ami-sagemaker-batch-gpu-470"),
                         help=f"auto: {flags.TRANSFORM_AMI_VERSION} on GPU instance types, none on CPU types")
+    flags.add_environment_arg(parser)
     parser.add_argument("--no-wait", action="store_true", help="start the job and return")
     return parser.parse_args(argv)
 
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     target = flags.target_from(args, "transform")
     flags.in_s3("--input", args.input, target.local)
     check_limits(args)
+    environment = flags.environment(args.env)
     model_data = flags.model_data(args.model_data, target.local)
     output = target.output_path or str(REPO / "build" / "transform")  # on SageMaker target_from asks for one
     dry_run = DryRun() if target.dry_run else None
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = Transform(model_data=backend.model_data_of(model_data), input=flags.prefix_uri(args.input),
                      output_path=output if output.startswith("s3://") else flags.prefix_uri(output),
                      content_type=args.content_type, max_concurrent_transforms=args.max_concurrent_transforms,
-                     max_payload_mb=args.max_payload_mb,
+                     max_payload_mb=args.max_payload_mb, environment=environment,
                      ami=None if target.local else flags.transform_ami_version(target.instance_type, args.transform_ami_version))
     if target.local:
         Path(spec.output_path.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
