@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
-from . import aws_errors, backends, flags
+from . import aws_errors, backends, flags, local_containers
 from .dryrun import DryRun
-from .jobs import Deployment, Serverless
+from .jobs import Deployment, Serverless, Target
 
 # The container's body limit and deadline at an asynchronous endpoint's (1 GB payloads, one hour).
 ASYNC_ENVIRONMENT = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "1024", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3600"}
@@ -102,10 +103,41 @@ def deployment(args: argparse.Namespace, model_data: str, instance_type: str) ->
                       ami=None if serverless else flags.inference_ami_version(instance_type, args.inference_ami_version))
 
 
+def serve_locally(args: argparse.Namespace, target: Target) -> None:
+    """Local mode keeps its endpoint in this process: deploy, say so, and hold it until it is stopped
+    (Ctrl-C, SIGTERM, or deploy.py --delete --local from another shell), then clean up."""
+    name = args.endpoint
+    with local_containers.owned(name), local_containers.staged_model(args.model_data) as model_data:
+        backend = backends.connect(target)
+        spec = deployment(args, model_data, target.instance_type)
+        backend.deploy(replace(spec, environment=spec.environment | {local_containers.LOCAL_NAME: name}), wait=True)
+        print(f"endpoint {name} is in service on http://localhost:{local_containers.PORT}: python scripts/invoke.py IMAGE "
+              f"--endpoint {name} --local\nthis command holds it: stop it with Ctrl-C, or from another shell with "
+              f"python scripts/deploy.py --delete --local --endpoint {name}", flush=True)
+        why = local_containers.hold(name)
+        backend.delete_endpoint(name)  # local mode's own cleanup: its compose process and temporary folder
+    print(f"endpoint {name} stopped ({why})")
+
+
+def delete_locally(name: str) -> None:
+    """Stop the container of local endpoint ``name``, whichever process holds it."""
+    stopped = local_containers.stop(name)
+    if not stopped:
+        raise flags.LaunchError(f"no local endpoint {name} is running (no container with "
+                                f"{local_containers.LOCAL_NAME}={name} in docker ps)")
+    print(f"deleted local endpoint {name} (container {', '.join(stopped)})")
+
+
 @aws_errors.one_line_errors
 def main(argv: list[str] | None = None) -> int:
     args = checked(parse(argv))
     target = flags.target_from(args, "deploy --delete" if args.delete else "deploy")
+    if target.local and args.delete:
+        delete_locally(args.endpoint)
+        return 0
+    if target.local:
+        serve_locally(args, target)
+        return 0
     dry_run = DryRun() if target.dry_run else None
     backend = backends.connect(target, dry_run)
     if args.delete:
@@ -119,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.delete:
         print(f"deleted endpoint {args.endpoint}")
     else:
-        print(f"endpoint {args.endpoint} is in service: python scripts/invoke.py IMAGE --endpoint {args.endpoint}"
-              + (" --local" if target.local else ""))
+        print(f"endpoint {args.endpoint} is in service: python scripts/invoke.py IMAGE --endpoint {args.endpoint}")
     return 0
 
 

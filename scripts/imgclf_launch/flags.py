@@ -114,6 +114,26 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                              "sagemaker_torch_distributed_enabled); on by itself for one multi-GPU instance")
     parser.add_argument("--spot", action="store_true", help="managed spot training (checkpoints resume the job)")
     parser.add_argument("--max-run", type=at_least(1), default=4 * 3600, help="seconds")
+    parser.add_argument("--pretrained", metavar="URI",
+                        help="ImageNet weights as the job's 'pretrained' channel: an s3:// prefix or .pth object "
+                             "(prepare_data.py --weights stages them), or a local file or folder with --local; "
+                             "jobs under network isolation cannot download them")
+
+
+def pretrained_channel(source: str | None, local: bool) -> dict[str, str]:
+    """The 'pretrained' channel (the container loads the arch's .pth from it): an S3 prefix, one S3
+    object (S3Prefix matches the key itself), or a local file or folder in local mode."""
+    if not source:
+        return {}
+    if source.startswith("s3://"):
+        return {"pretrained": source if source.endswith((".pth", ".pt")) else prefix_uri(source)}
+    if not local:
+        raise LaunchError(f"--pretrained {source}: SageMaker reads s3:// only (prepare_data.py --weights stages the "
+                          "file there; a local file needs --local)")
+    path = Path(source.removeprefix("file://")).resolve()
+    if not path.exists():
+        raise LaunchError(f"--pretrained {source}: no such file or folder")
+    return {"pretrained": prefix_uri(str(path))}
 
 
 # CreateModel's PrimaryContainer.Environment (botocore's SageMaker service model: EnvironmentMap, at
