@@ -372,6 +372,43 @@ def test_prepare_data_bad_sources_are_one_line(argv, expected):
         prepare_data.main(["--bucket", "data", "--region", "us-east-1", *argv])
 
 
+def test_push_uses_an_ecr_token_and_pushes_both_tags(tmp_path, monkeypatch, capsys):
+    """make push without the AWS CLI: ECR (moto) makes the repository and the token, a docker stand-in
+    on PATH records the login (password on stdin) and the tags and pushes."""
+    import os
+
+    import boto3
+    from moto import mock_aws
+
+    from imgclf_launch import push
+
+    record = tmp_path / "docker.log"
+    fake = tmp_path / "bin" / "docker"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {record}\n[ "$1" = login ] && {{ cat; echo; }} >> {record}\nexit 0\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    with mock_aws():
+        assert push.main(["imgclf", "latest", "abc1234", "--region", "us-east-1"]) == 0
+        assert boto3.client("ecr", region_name="us-east-1").describe_repositories()["repositories"][0]["repositoryName"] == "imgclf"
+    registry = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    assert record.read_text().splitlines() == [
+        f"login --username AWS --password-stdin {registry}", "123456789012-auth-token",
+        f"tag imgclf:latest {registry}/imgclf:latest", f"push {registry}/imgclf:latest",
+        f"tag imgclf:latest {registry}/imgclf:abc1234", f"push {registry}/imgclf:abc1234"]
+    assert "created ECR repository imgclf" in capsys.readouterr().out
+    assert "aws " not in Path(push.__file__).parents[2].joinpath("docker", "push.sh").read_text()
+
+
+def test_analyze_debug_without_smdebug_is_one_line(monkeypatch, tmp_path):
+    from imgclf_launch import analyze_debug
+
+    monkeypatch.setitem(sys.modules, "smdebug", None)  # as in a venv from scripts/requirements-sdk*.txt
+    monkeypatch.setitem(sys.modules, "smdebug.trials", None)
+    with pytest.raises(SystemExit, match=r"^error: .*smdebug.*needs smdebug 1\.0\.34 .*pip install -r container/requirements\.txt"):
+        analyze_debug.main(["--path", str(tmp_path)])
+
+
 def test_prepare_data_dry_run_downloads_nothing(capsys, tmp_path):
 
     assert prepare_data.main(["--bucket", "data", "--dry-run", "--work", str(tmp_path)]) == 0
