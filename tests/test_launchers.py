@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -314,11 +315,20 @@ def test_local_mode_two_instances_train_one_model(image, tmp_path, sample_data, 
         assert {"model.pt", "classes.json", "model.json"} <= set(tar.getnames())
 
 
-def test_prepare_data_unzips_verifies_and_uploads_once(tmp_path, sample_data, capsys):
-    import zipfile
-
+@contextmanager
+def s3_bucket(name: str):
+    """An S3 client with one empty bucket, in moto's in-process stand-in for S3."""
     import boto3
     from moto import mock_aws
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=name)
+        yield s3
+
+
+def test_prepare_data_unzips_verifies_and_uploads_once(tmp_path, sample_data, capsys):
+    import zipfile
 
 
     archive = tmp_path / "dogImages.zip"
@@ -328,9 +338,7 @@ def test_prepare_data_unzips_verifies_and_uploads_once(tmp_path, sample_data, ca
     files = len(list(sample_data.rglob("*.png")))
     argv = ["--bucket", "data", "--prefix", "digits", "--source", str(archive), "--work", str(tmp_path / "work"),
             "--region", "us-east-1"]
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="data")
+    with s3_bucket("data") as s3:
         assert prepare_data.main(argv) == 0
         assert f"uploaded {files} files, skipped 0" in capsys.readouterr().out
         keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="data") for o in page["Contents"]]
@@ -346,16 +354,11 @@ def test_prepare_data_unzips_verifies_and_uploads_once(tmp_path, sample_data, ca
 def test_prepare_data_stages_imagenet_weights_once(tmp_path, capsys):
     """--weights with a local file (on a user's machine: torchvision's URL, downloaded there) uploads it
     under the prefix once and prints the --pretrained value."""
-    import boto3
-    from moto import mock_aws
-
     weights = tmp_path / "resnet18-f37072fd.pth"
     weights.write_bytes(bytes(range(256)) * 64)
     argv = ["--bucket", "models", "--prefix", "weights/", "--weights", str(weights), "--work", str(tmp_path / "work"),
             "--region", "us-east-1"]
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="models")
+    with s3_bucket("models") as s3:
         assert prepare_data.main(argv) == 0
         assert "use --pretrained s3://models/weights/resnet18-f37072fd.pth" in capsys.readouterr().out
         assert s3.get_object(Bucket="models", Key="weights/resnet18-f37072fd.pth")["Body"].read() == weights.read_bytes()

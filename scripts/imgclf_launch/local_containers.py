@@ -44,7 +44,7 @@ def containers(publishing: int | None = PORT, name: str | None = None) -> list[d
     """Running containers that publish ``publishing`` and/or carry LOCAL_NAME=``name``: id, name,
     image and their LOCAL_NAME (empty if none)."""
     filters = ["--filter", f"publish={publishing}"] if publishing else []
-    filters += ["--filter", f"label=com.docker.compose.service"] if name else []
+    filters += ["--filter", "label=com.docker.compose.service"] if name else []
     found = []
     for line in docker("ps", *filters, "--format", "{{.ID}}\t{{.Names}}\t{{.Image}}").splitlines():
         ident, container_name, image = line.split("\t")
@@ -64,6 +64,7 @@ def check_port_free() -> None:
                           + (f", local job {held['owner']}" if held["owner"] else "")
                           + f"): a new local job would be answered by that model; stop it first: {how}")
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections closing on the port do not count
         try:
             probe.bind(("0.0.0.0", PORT))
         except OSError as e:
