@@ -63,7 +63,8 @@ def hyperparameters_from(path: Path | None) -> dict[str, str]:
 def training_job(target: Target, args: argparse.Namespace, rules_source: str | None) -> TrainingJob:
     with_debugger = not (target.local or args.no_debugger)  # local mode drops Debugger settings
     tensorboard = f"{target.output_path}/tensorboard" if (target.output_path or "").startswith("s3://") else None
-    return TrainingJob(hyperparameters=hyperparameters_from(args.hyperparameters), channels=flags.channels(target.data),
+    channels = flags.channels(target.data) | flags.pretrained_channel(args.pretrained, target.local)
+    return TrainingJob(hyperparameters=hyperparameters_from(args.hyperparameters), channels=channels,
                        name=timestamped("imgclf"), tensorboard_s3=tensorboard,
                        debugger=debugger.settings(target.output_path, args.custom_rule_image, rules_source)
                        if with_debugger else None)
