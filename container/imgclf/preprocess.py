@@ -19,6 +19,8 @@ import torch
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as F
 
+from .resources import DECODE_BYTES_PER_PIXEL
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_RATIO = 0.875  # 224-pixel crop from a 256-pixel resize, as torchvision's references do
@@ -58,14 +60,29 @@ def _check_bmp(image: ImageFile.ImageFile) -> None:
                                 "seconds per megapixel; send it uncompressed or as PNG")
 
 
-# The formats we decode (Pillow's names), each with the check of what its header declares, run
-# before any pixel is decoded; the pixel count is checked for all. Each one's decoder is C and
-# works in bounded steps: the decode memory is its frame's pixels (bench/decode_memory.py measures
-# it per format). Left out: ICO and ICNS (Pillow decodes their embedded images while opening them,
-# before any check), JPEG 2000 and AVIF (one long call holding the GIL, ~1 GB at 8000x8000), and
-# everything else Pillow reads. MPO, the multi-picture JPEG that cameras write, opens as JPEG.
-ACCEPTED_FORMATS: dict[str, Callable[[ImageFile.ImageFile], None] | None] = {
-    "JPEG": None, "PNG": None, "WEBP": None, "GIF": None, "BMP": _check_bmp, "TIFF": _check_tiff,
+@dataclass(frozen=True)
+class Format:
+    """An accepted format: the peak memory of its serving decode per pixel (bytes, measured at
+    8000x8000 by bench/decode_memory.py, its costliest kind), and the check of what its header
+    declares, run before any pixel is decoded."""
+
+    bytes_per_pixel: float
+    check: Callable[[ImageFile.ImageFile], None] | None = None
+
+
+# The formats we decode (Pillow's names). Each one's decoder is C and works in bounded steps. A
+# format costlier than resources.DECODE_BYTES_PER_PIXEL gets a proportionally smaller pixel cap,
+# so that no accepted image decodes to more than the cap times that. Left out: ICO and ICNS
+# (Pillow decodes their embedded images while opening them, before any check), JPEG 2000 and
+# AVIF (one long call holding the GIL, about 1 GB at 8000x8000), and everything else Pillow
+# reads. MPO, the multi-picture JPEG that cameras write, opens as JPEG.
+ACCEPTED_FORMATS: dict[str, Format] = {
+    "JPEG": Format(6),  # progressive: libjpeg holds every coefficient; a baseline JPEG decodes scaled down
+    "PNG": Format(4),
+    "WEBP": Format(16),  # libwebp's canvas and Pillow's copies, all RGBA
+    "GIF": Format(1.2),
+    "BMP": Format(4, _check_bmp),
+    "TIFF": Format(4, _check_tiff),
 }
 
 
@@ -151,11 +168,13 @@ def _check_header(image: ImageFile.ImageFile, max_pixels: int) -> None:
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageError(f"image has no pixels ({width}x{height})")
-    if width * height > max_pixels:
-        raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
-    check = ACCEPTED_FORMATS.get(image.format or "")
-    if check:
-        check(image)
+    name = "JPEG" if image.format == "MPO" else str(image.format)
+    accepted = ACCEPTED_FORMATS[name]
+    limit = min(max_pixels, int(max_pixels * DECODE_BYTES_PER_PIXEL / accepted.bytes_per_pixel))
+    if width * height > limit:
+        raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit for {name} is {limit}")
+    if accepted.check:
+        accepted.check(image)
 
 
 def decode_image(source: bytes | Path, min_side: int, max_pixels: int,

@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..config import ServingConfig
 from ..model import load_artifacts
-from ..preprocess import ImageTooLarge
+from ..preprocess import ImageTooLarge, UnsupportedFormat
 from . import codecs
 from .health import BROKEN, LOADING, WARMED, Health
 from .predictor import Abandoned, BadImage, Predictor, Ticket
@@ -137,7 +137,8 @@ def _invoke(predictor: Predictor, config: ServingConfig) -> Response:
         predictions = predictor.classify(parsed.images, top_k, ticket)
     except BadImage as e:
         where = f"instances[{e.index}]: " if request.mimetype == codecs.JSON else ""
-        raise codecs.RequestError(413 if isinstance(e.error, ImageTooLarge) else 400, where + str(e)) from None
+        status = 413 if isinstance(e.error, ImageTooLarge) else 415 if isinstance(e.error, UnsupportedFormat) else 400
+        raise codecs.RequestError(status, where + str(e)) from None
     except Abandoned as e:
         log.warning("request dropped: %s", e)
         return _error(503, f"{e} (the limit is {config.timeout} s); retry or send fewer images")
