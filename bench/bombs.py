@@ -110,7 +110,8 @@ def _noise(mode: str, side: int) -> Image.Image:
     return image
 
 
-# The costliest image of each accepted format at 8000x8000: the most bytes per pixel it decodes to.
+# The costliest image of each accepted format at 8000x8000 (the most bytes per pixel it decodes to),
+# and WEBP at its smaller cap.
 LARGEST: dict[str, Callable[[], bytes]] = {
     "jpeg rgb 4:4:4 progressive": lambda: encoded(_noise("RGB", 8000), "JPEG", subsampling=0, progressive=True),
     "jpeg cmyk": lambda: encoded(_noise("CMYK", 8000), "JPEG"),
@@ -118,6 +119,7 @@ LARGEST: dict[str, Callable[[], bytes]] = {
     "png rgba 16-bit": lambda: transparent_png(8000, depth=16),
     "png 16-bit grey": BOMBS["16-bit png 8000x8000"],
     "webp rgba lossless": lambda: encoded(Image.new("RGBA", (8000, 8000), RGBA), "WEBP", lossless=True),
+    "webp rgba lossless 4800x4800": lambda: encoded(Image.new("RGBA", (4800, 4800), RGBA), "WEBP", lossless=True),
     "gif with transparency": lambda: encoded(Image.new("P", (8000, 8000)), "GIF", transparency=0),
     "bmp rgba": lambda: encoded(Image.new("RGBA", (8000, 8000), RGBA), "BMP"),
     "tiff rgba deflate": lambda: encoded(Image.new("RGBA", (8000, 8000), RGBA), "TIFF", compression="tiff_adobe_deflate"),

@@ -4,7 +4,6 @@ resources read from its cgroup; the real ``serve`` and the real image given host
 from __future__ import annotations
 
 import io
-import json
 import os
 import subprocess
 import time
