@@ -52,10 +52,10 @@ class Stamps:
         preprocess, submit, next_batch, infer, classify = (Predictor.preprocess, Batcher.submit, Batcher._next_batch,
                                                            Predictor._infer, Predictor.classify)
 
-        def timed_preprocess(predictor, payload, ticket):
+        def timed_preprocess(predictor, payload, *args):
             start = time.perf_counter()
             try:
-                return preprocess(predictor, payload, ticket)
+                return preprocess(predictor, payload, *args)
             finally:
                 stamps.local.decode = getattr(stamps.local, "decode", 0.0) + time.perf_counter() - start
 
@@ -84,10 +84,10 @@ class Stamps:
                 for job in getattr(stamps.local, "jobs", []):
                     getattr(job.future, "stamps", {}).update(forward_start=start, forward_end=end)
 
-        def timed_classify(predictor, payloads, top_k, ticket):
+        def timed_classify(predictor, payloads, *args):
             stamps.local.decode = 0.0
             start = time.perf_counter()
-            result = classify(predictor, payloads, top_k, ticket)
+            result = classify(predictor, payloads, *args)
             stamps.record(start, time.perf_counter(), stamps.local.decode, stamps.local.future.stamps)
             return result
 

@@ -185,7 +185,9 @@ class ServingConfig:
             allow_cpu=cpu_allowed(environ),
             default_top_k=_env_int(environ, "IMGCLF_TOP_K", 5),
             max_concurrent_transforms=_env_int(environ, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", max(1, workers) * 4),
-            batch_strategy=environ.get("SAGEMAKER_BATCH_STRATEGY", "SINGLE_RECORD").upper(),
+            # MULTI_RECORD: JSON Lines bodies (imgclf.serving.codecs), so both are true when advertised
+            batch_strategy=_env_converted(environ, "SAGEMAKER_BATCH_STRATEGY", "single_record",
+                                          choice(("single_record", "multi_record"))).upper(),
             # nginx: connections held at once (idle ones cost a few kB), and how long a client may
             # pause while sending a request or reading the answer.
             max_connections=_env_int(environ, "IMGCLF_MAX_CONNECTIONS", 4096, minimum=16),

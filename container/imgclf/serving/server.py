@@ -9,8 +9,6 @@ files first, then drop root). Each gunicorn worker loads one model copy; with GP
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import grp
 import logging
 import os
@@ -43,18 +41,11 @@ def _pre_fork(server, worker) -> None:
         worker.gpu = min(set(range(gpus)) - taken, default=worker.age % gpus)
 
 
-# glibc's mallopt: with a fixed mmap threshold, every buffer of 1 MiB or more (Pillow allocates images
-# in 16 MiB blocks) is its own mapping, returned to the system when freed. glibc's default raises
-# the threshold as large blocks are freed, after which decoded images land in per-thread arenas that
-# keep their peak (issue 13: 5.1 GB still held 10 s after six bomb images).
-M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 1024 * 1024
-
-
-def _return_freed_memory() -> None:
-    libc = ctypes.util.find_library("c")
-    if libc and not ctypes.CDLL(libc).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES):
-        log.warning("mallopt(M_MMAP_THRESHOLD) failed: freed image memory may stay with the worker")
+# glibc reads this when a process starts: with a fixed mmap threshold, every buffer of 1 MiB or more
+# (Pillow allocates images in 16 MiB blocks) is its own mapping, returned to the system when freed.
+# glibc's default raises the threshold as large blocks are freed, after which decoded images land in
+# per-thread arenas that keep their peak (5.1 GB still held 10 s after six 8000x8000 images).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1024 * 1024)}
 
 
 def _post_fork(server, worker) -> None:
@@ -67,7 +58,6 @@ def _post_fork(server, worker) -> None:
         ids = visible.split(",") if visible else [str(i) for i in range(config.gpus)]
         os.environ["CUDA_VISIBLE_DEVICES"] = ids[worker.gpu % len(ids)]
     torch.set_num_threads(config.torch_threads)
-    _return_freed_memory()
     app.loaded = load_model(config)  # gunicorn switches to the serve user right after this hook
     log.info("worker %d: %s, %d torch threads", os.getpid(),
              f"GPU {os.environ['CUDA_VISIBLE_DEVICES']}" if config.gpus else "CPU", config.torch_threads)
@@ -194,6 +184,8 @@ def _log_envelope(config: ServingConfig, limits: resources.Resources) -> None:
 
 
 def main() -> int:
+    if any(name not in os.environ for name in MALLOC_ENV):  # start again with it, before any allocation
+        os.execve(sys.executable, [sys.executable, "-m", __name__, *sys.argv[1:]], {**MALLOC_ENV, **os.environ})
     setup_logging()  # workers inherit it through fork
     nginx = find_nginx()
     try:
