@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from . import resources
 from .hyperparameters import (  # noqa: F401  (re-exported: imgclf.config is where callers find them)
     PRECISIONS,
     ConfigError,
@@ -179,13 +180,21 @@ class ServingConfig:
     serve_user: str | None
 
     @classmethod
-    def from_environ(cls, gpus: int, cpus: int, environ: Mapping[str, str] = os.environ) -> ServingConfig:
+    def from_environ(cls, gpus: int, cpus: int, environ: Mapping[str, str] = os.environ,
+                     memory_bytes: int | None = None) -> ServingConfig:
+        """``cpus`` and ``memory_bytes``: what the container may use (imgclf.resources); with
+        ``memory_bytes``, the default decode slots and pixel cap fit it (resources.fit_decoding)."""
         base = Path(environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
+        model_dir = Path(environ.get("SM_MODEL_DIR", base / "model"))
         # One model copy per GPU; on CPU, few workers with several torch threads each.
         workers = _env_int(environ, "SAGEMAKER_MODEL_SERVER_WORKERS", gpus if gpus else max(1, cpus // 4))
+        slots, pixels = max(1, cpus // workers), 64_000_000
+        if memory_bytes:
+            budget = memory_bytes - resources.reserved_bytes(workers, resources.model_bytes(model_dir))
+            slots, pixels = resources.fit_decoding(budget, workers, slots, pixels)
         payload_mb = _env_int(environ, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6)
         return cls(
-            model_dir=Path(environ.get("SM_MODEL_DIR", base / "model")),
+            model_dir=model_dir,
             host=environ.get("IMGCLF_HOST", "0.0.0.0"),
             port=_env_int(environ, "SAGEMAKER_BIND_TO_PORT", 8080),
             workers=workers,
@@ -195,7 +204,7 @@ class ServingConfig:
             timeout=_env_int(environ, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60),
             # The runtime API caps real-time bodies at 6,291,456 bytes (6 MiB); batch transform may send more.
             max_payload_bytes=payload_mb * 1024 * 1024,
-            max_image_pixels=_env_int(environ, "IMGCLF_MAX_IMAGE_PIXELS", 64_000_000),
+            max_image_pixels=_env_int(environ, "IMGCLF_MAX_IMAGE_PIXELS", pixels),
             max_images_per_request=_env_int(environ, "IMGCLF_MAX_IMAGES_PER_REQUEST", 256),
             # CPUs run ResNets fastest per image at small batches (cache-sized activations).
             max_batch_size=_env_int(environ, "IMGCLF_MAX_BATCH_SIZE", 32 if gpus else 8),
@@ -212,7 +221,7 @@ class ServingConfig:
             max_connections=_env_int(environ, "IMGCLF_MAX_CONNECTIONS", 4096, minimum=16),
             client_timeout=_env_int(environ, "IMGCLF_CLIENT_TIMEOUT", 20),
             # images decoding at once per worker: decoding memory is this x the per-image maximum
-            decode_slots=_env_int(environ, "IMGCLF_DECODE_SLOTS", max(1, cpus // workers)),
+            decode_slots=_env_int(environ, "IMGCLF_DECODE_SLOTS", slots),
             # when serve starts as root, request handling (nginx's and gunicorn's workers) runs as this user
             serve_user=environ.get("IMGCLF_SERVE_USER", "").strip() or None,
         )

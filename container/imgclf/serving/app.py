@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..config import ServingConfig
 from ..model import load_artifacts
-from ..preprocess import ImageTooLarge
+from ..preprocess import ImageTooLarge, UnsupportedFormat
 from . import codecs
 from .health import BROKEN, LOADING, WARMED, Health
 from .predictor import Abandoned, BadImage, Predictor, Ticket
@@ -134,8 +134,8 @@ def _invoke(predictor: Predictor, config: ServingConfig) -> Response:
         predictions = _classify(predictor, images, top_k, ticket, kind.formats, config.max_images_per_request)
     except BadImage as e:
         where = kind.item.format(i=e.index, n=e.index + 1)
-        raise codecs.RequestError(413 if isinstance(e.error, ImageTooLarge) else 400,
-                                  f"{where}: {e}" if where else str(e)) from None
+        status = 413 if isinstance(e.error, ImageTooLarge) else 415 if isinstance(e.error, UnsupportedFormat) else 400
+        raise codecs.RequestError(status, f"{where}: {e}" if where else str(e)) from None
     except Abandoned as e:
         log.warning("request dropped: %s", e)
         return _error(503, f"{e} (the limit is {config.timeout} s); retry or send fewer images")

@@ -191,7 +191,8 @@ STATUSES: dict[int, Status] = {
                 "more JSON instances than IMGCLF_MAX_IMAGES_PER_REQUEST",
                 "request body is larger than the {max_payload_bytes} byte limit"),
     414: Status("a request line over 16 kB", "the request line is too long"),
-    415: Status("a Content-Type not in the request types, a Content-Encoding other than identity"),
+    415: Status("a Content-Type not in the request types, a Content-Encoding other than identity, an image in a "
+                "format its Content-Type does not allow or not accepted at all (imgclf.preprocess.ACCEPTED_FORMATS)"),
     431: Status("a header line over 16 kB, or headers over 64 kB in all", "the request headers are too large",
                 nginx_codes=(494,)),
     500: Status("the model could not be loaded (the reason in the body, /ping too); an error in the server",

@@ -24,7 +24,7 @@ import torch
 from gunicorn.app.base import BaseApplication
 
 from ..config import ConfigError, ServingConfig
-from .. import gpu
+from .. import gpu, resources
 from ..logs import setup_logging
 from .app import create_app, load_model
 from .health import Health
@@ -172,13 +172,26 @@ def _supervise(children: dict[int, str]) -> int:
     return code
 
 
+def _log_envelope(config: ServingConfig, limits: resources.Resources) -> None:
+    decoding = config.workers * config.decode_slots * config.max_image_pixels * resources.DECODE_BYTES_PER_PIXEL
+    reserved = resources.reserved_bytes(config.workers, resources.model_bytes(config.model_dir))
+    log.info("memory: %.2f GB, %d CPU(s); %d decode slot(s) per worker, images up to %d pixels: decoding at most "
+             "%.2f GB besides %.2f GB for the model and runtime", limits.memory_bytes / 1e9, limits.cpus,
+             config.decode_slots, config.max_image_pixels, decoding / 1e9, reserved / 1e9)
+    if decoding + reserved > limits.memory_bytes:
+        log.warning("the decoding envelope does not fit the container's %.2f GB: give it more memory, or lower "
+                    "IMGCLF_DECODE_SLOTS or IMGCLF_MAX_IMAGE_PIXELS", limits.memory_bytes / 1e9)
+
+
 def main() -> int:
     if any(name not in os.environ for name in MALLOC_ENV):  # start again with it, before any allocation
         os.execve(sys.executable, [sys.executable, "-m", __name__, *sys.argv[1:]], {**MALLOC_ENV, **os.environ})
     setup_logging()  # workers inherit it through fork
     nginx = find_nginx()
     try:
-        config = ServingConfig.from_environ(gpus=gpu.usable_gpu_count(), cpus=os.cpu_count() or 1)
+        limits = resources.read()
+        config = ServingConfig.from_environ(gpus=gpu.usable_gpu_count(), cpus=limits.cpus,
+                                            memory_bytes=limits.memory_bytes)
         user = _serve_user(config)
     except ConfigError as e:
         log.error("cannot start: %s", e)
@@ -196,6 +209,7 @@ def main() -> int:
         config.threads_per_worker, config.gpus, config.timeout, config.max_payload_bytes,
         user.pw_name if user else f"uid {os.getuid()}",
     )
+    _log_envelope(config, limits)
     try:
         children = {_start_gunicorn(config, run_dir, health, user): "gunicorn"}
         children[subprocess.Popen(nginx_command(nginx, run_dir)).pid] = "nginx"
