@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TINY
 from imgclf_launch import local_train
-from test_train_failures import TINY, tiny_data  # noqa: F401  (tiny_data: a fixture)
 from test_train_toolkit import PROGRAM, sdk_hyperparameters
 
 pytestmark = pytest.mark.docker

@@ -17,25 +17,11 @@ import pytest
 import torch
 from torchvision import models
 
-from conftest import channels_of, run_job
+from conftest import TINY, channels_of, run_job
 from imgclf import atomic
 from imgclf.model import imagenet_weights_filename
 from imgclf_launch import local_train
 from test_train_units import small_disk
-
-TINY = {"arch": "resnet18", "pretrained": "false", "image-size": "16", "batch-size": "16", "lr": "0.002",
-        "random-crop-min-scale": "0.6", "horizontal-flip": "false", "epochs": "1", "rules": "none"}
-
-
-@pytest.fixture(scope="session")
-def tiny_data(sample_data, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    for split, count in (("train", 16), ("valid", 6), ("test", 6)):
-        for folder in sorted((sample_data / split).iterdir())[:3]:
-            (root / split / folder.name).mkdir(parents=True)
-            for image in sorted(folder.iterdir())[:count]:
-                shutil.copy(image, root / split / folder.name / image.name)
-    return root
 
 
 def failure_of(base: Path) -> str:

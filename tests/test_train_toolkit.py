@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import channels_of, run_job
-from imgclf import failure, toolkit
-from test_train_failures import TINY, failure_of, tiny_data  # noqa: F401  (tiny_data: a fixture)
+from conftest import TINY, channels_of, run_job
+from imgclf import failure
+from test_train_failures import failure_of
 
 PROGRAM = '''
 import json, sys
