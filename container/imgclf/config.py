@@ -80,7 +80,7 @@ class TrainingEnv:
             model_dir=Path(environ.get("SM_MODEL_DIR", base / "model")),
             output_dir=Path(environ.get("SM_OUTPUT_DIR", base / "output")),
             output_data_dir=Path(environ.get("SM_OUTPUT_DATA_DIR", base / "output" / "data")),
-            checkpoint_dir=Path(environ.get("SM_CHECKPOINT_DIR", base / "checkpoints")),
+            checkpoint_dir=checkpoint_dir(environ, base),
             input_config_dir=Path(environ.get("SM_INPUT_CONFIG_DIR", base / "input" / "config")),
             channels=channels,
             num_cpus=int(environ.get("SM_NUM_CPUS", str(os.cpu_count() or 1))),
@@ -95,6 +95,22 @@ class TrainingEnv:
             local_world_size=int(environ.get("LOCAL_WORLD_SIZE", "1")),
             allow_cpu=cpu_allowed(environ),
         )
+
+
+def checkpoint_dir(environ: Mapping[str, str], base: Path) -> Path:
+    """Where checkpoints go: the job's CheckpointConfig.LocalPath (SageMaker writes it to
+    input/config/checkpointconfig.json and syncs that folder with CheckpointConfig.S3Uri), else
+    /opt/ml/checkpoints, SageMaker's default; SM_CHECKPOINT_DIR overrides both."""
+    if "SM_CHECKPOINT_DIR" in environ:
+        return Path(environ["SM_CHECKPOINT_DIR"])
+    config = Path(environ.get("SM_INPUT_CONFIG_DIR", base / "input" / "config")) / "checkpointconfig.json"
+    try:
+        local_path = json.loads(config.read_text()).get("LocalPath")
+    except FileNotFoundError:
+        local_path = None
+    except (OSError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{config} is not a readable JSON object ({e})") from None
+    return Path(local_path) if local_path else base / "checkpoints"
 
 
 def _env_int(environ: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:

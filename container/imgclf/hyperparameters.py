@@ -175,8 +175,8 @@ HYPERPARAMETERS = (
     Hyperparameter("early-stopping-patience", 0, integer(0), "0: off; else stop after this many epochs without a "
                    "better valid accuracy (needs `valid`)"),
     Hyperparameter("precision", "auto", choice(PRECISIONS), "auto: bf16 on GPUs with native bf16 (compute capability "
-                   ">= 8.0), else fp16 with loss scaling (T4, V100); on CPUs bf16 where they have AVX512-BF16 or AMX, "
-                   "else fp32 ([GPUs](gpu.md#precision))"),
+                   ">= 8.0), else fp16 with loss scaling (T4, V100); fp32 on CPUs (their bf16 convolution gradients "
+                   "can turn NaN) ([GPUs](gpu.md#precision))"),
     Hyperparameter("cache-images", "auto", choice(CACHE_MODES), "keep the decoded images in memory (auto: when they "
                    "fit in half the free memory)"),
     Hyperparameter("compile", False, boolean(), "`torch.compile` the model (needs an image built with "
