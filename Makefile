@@ -13,10 +13,10 @@ IMAGE ?= imgclf
 TAG ?= latest
 GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # Optional: BASE_IMAGE, BUILDER_IMAGE, WITH_COMPILER, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST, CA_BUNDLE,
-# TORCH_INDEX_URL, TORCH_VERSION, TORCHVISION_VERSION (another torch CUDA flavour: README, build choices)
+# TORCH_INDEX_URL, TORCH_VERSION, TORCHVISION_VERSION (another torch CUDA flavour: docs/gpu.md, build choices)
 BUILD_ARGS := $(foreach v,BASE_IMAGE BUILDER_IMAGE WITH_COMPILER PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST TORCH_INDEX_URL TORCH_VERSION TORCHVISION_VERSION,$(if $($(v)),--build-arg $(v)="$($(v))"))
 
-.PHONY: help venv venv-sdk3 test-sdk3 nginx sample-data demo train-demo tensorboard test test-fast clean build push train-local serve-local predict image-local bench audit
+.PHONY: gpu-wheels gpu-check bench-stages bench-compiled bench-peers help venv venv-sdk3 test-sdk3 nginx sample-data demo train-demo tensorboard test test-fast docs clean build push train-local serve-local predict image-local bench audit
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ test-sdk3: venv-sdk3  ## the launcher tests (tests/test_launchers.py) with SDK 3
 test-fast: venv nginx  ## the in-process tests only (no training, no server, no docker, SDK 2.x only): under a minute
 	$(PY) -m pytest tests -m "not slow and not docker" --durations=5
 
+docs: venv  ## build the manual (docs/, mkdocs.yml) into build/site; --strict: a broken link or a page missing from the nav fails
+	$(PY) -m mkdocs build --strict --site-dir build/site
+
 build:  ## build the image $(IMAGE):$(TAG) (also tagged with the git sha)
 	@if [ -n "$(CA_BUNDLE)" ]; then cp "$(CA_BUNDLE)" docker/ca/ca.pem; fi
 	DOCKER_BUILDKIT=0 docker build --network host -f docker/Dockerfile $(BUILD_ARGS) --build-arg GIT_SHA=$(GIT_SHA) \
@@ -93,15 +96,51 @@ serve-local:  ## run the image's `serve` on the model train-local made, at 127.0
 predict:  ## POST a sample image to the server serve-local started
 	local_test/predict.sh $$(ls $(DATA)/test/004.three/* | head -1)
 
-image-local: venv  ## on a machine with no Docker engine (like ours): start one, then build the image
+image-local: venv  ## on a machine with no Docker engine: start one, then build the image
 	docker/ci-build.sh $(IMAGE):$(TAG)
 
 clean:  ## remove build outputs and the sample data (keeps .venv)
 	rm -rf build $(DATA)
 
-bench: venv  ## training and serving benchmarks, each against the original project's style
+DEMO_MODEL := build/demo/model
+bench: venv  ## training and serving benchmarks: forward-only limit, decode cost, serve, baseline, ratios
 	$(PY) bench/train.py
 	$(PY) bench/serve.py
+	$(if $(wildcard $(DEMO_MODEL)/model.json),$(PY) bench/serve.py --model-dir $(DEMO_MODEL),@echo "bench: no $(DEMO_MODEL) (make demo writes it): the demo model left out")
+
+bench-stages: venv  ## where a request's time goes inside serve's app (decode, queue, batch, forward, http) at concurrency 1 and 32
+	$(PY) bench/stages.py
+
+# ONNX Runtime, OpenVINO and NNCF (its int8 quantiser) in a venv of their own (about 1.5 GB with torch): measured, not in the image.
+COMPILED_VENV := build/compiled
+COMPILED_PINS := torch==2.14.1 torchvision==0.29.1 onnx==1.23.2 onnxruntime==1.32.0 openvino==2026.4.1 nncf==3.4.0 numpy==2.4.6
+$(COMPILED_VENV)/.installed:
+	$(PYTHON) -m venv $(COMPILED_VENV)
+	$(COMPILED_VENV)/bin/pip install -q $(COMPILED_PINS)
+	touch $@
+
+bench-compiled: $(COMPILED_VENV)/.installed  ## ResNet-50 forward only: eager torch vs ONNX Runtime and OpenVINO (fp32, bf16), same cores
+	$(COMPILED_VENV)/bin/python bench/compiled.py
+
+# LitServe in a venv of its own: the server a user might pick instead, beside ours at the same concurrencies.
+PEERS_VENV := build/peers
+PEERS_PINS := litserve==0.2.19 torch==2.14.1 torchvision==0.29.1 pillow==12.0.0
+$(PEERS_VENV)/.installed:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q $(PEERS_PINS)
+	touch $@
+
+bench-peers: venv $(PEERS_VENV)/.installed  ## our serve beside LitServe with batching at concurrency 1/8/32, same model and cores
+	$(PY) bench/peers.py --peers-python $(PEERS_VENV)/bin/python
+
+# bench/gpu_check.sh on a machine with a GPU but no network: python3 there has torch, torchvision,
+# numpy, Pillow, requests, scikit-learn, matplotlib and Werkzeug; these pure-Python wheels are the rest.
+GPU_WHEELS := flask==3.1.3 blinker==1.9.0 itsdangerous==2.2.0 werkzeug==3.1.9
+gpu-wheels:  ## download the wheels bench/gpu_check.sh installs on a bare GPU machine into build/wheels
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: -d build/wheels $(GPU_WHEELS)
+
+gpu-check:  ## the GPU proof (bench/gpu_check.sh): training, forward-only, serving, precision, doctor; DRY=1 on the CPU
+	bench/gpu_check.sh $(if $(DRY),--dry)
 
 audit:  ## pip-audit the image's pinned requirements (needs PyPI's JSON API or OSV to be reachable)
 	$(PYTHON) -m venv build/audit && build/audit/bin/pip install -q pip-audit==2.10.1

@@ -74,14 +74,20 @@ def print_table(title: str, results: list[Result]) -> None:
         print(f"  {r.concurrency:>11} {r.requests:>8} {r.errors:>6} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.rps:>8.1f}")
 
 
+def add_level_arguments(parser: argparse.ArgumentParser, concurrency: str = "1,8,32", requests: int = 300,
+                        seconds: float = 30) -> None:
+    """--concurrency, --requests, --seconds: the load levels every serving benchmark takes."""
+    parser.add_argument("--concurrency", default=concurrency, help=f"comma-separated levels (default {concurrency})")
+    parser.add_argument("--requests", type=int, default=requests, help="at most this many requests per level")
+    parser.add_argument("--seconds", type=float, default=seconds, help="at most this long per level")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8080")
     parser.add_argument("--image", type=Path, required=True)
     parser.add_argument("--content-type", default="application/x-image")
-    parser.add_argument("--concurrency", default="1,8,32", help="comma-separated levels (default 1,8,32)")
-    parser.add_argument("--requests", type=int, default=300, help="at most this many requests per level")
-    parser.add_argument("--seconds", type=float, default=30, help="at most this long per level")
+    add_level_arguments(parser)
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     results = run_levels(args.url, args.image.read_bytes(), args.content_type, levels, args.requests, args.seconds)

@@ -19,6 +19,14 @@ def write_random_model(model_dir: Path, arch: str, classes: int, image_size: int
     save_artifacts(model_dir, build_model(arch, classes).state_dict(), model_spec, infos, {"note": "random weights, for benchmarks"})
 
 
+def model_dir_or_random(model_dir: Path | None, tmp: Path) -> Path:
+    """The benchmarks' model: ``model_dir`` as given, or a random ResNet-50 (133 classes, 224 px) in ``tmp``."""
+    if model_dir is not None:
+        return model_dir
+    write_random_model(tmp / "model", "resnet50", 133, 224)
+    return tmp / "model"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir", type=Path)

@@ -45,7 +45,7 @@ def timed(method):
     return wrapper
 
 
-for _name in ("_open", "after_step", "after_epoch", "finish", "_grid", "_image"):
+for _name in ("_open", "see_inputs", "after_step", "after_epoch", "finish"):
     setattr(Board, _name, timed(getattr(Board, _name)))
 
 

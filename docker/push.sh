@@ -1,18 +1,10 @@
 #!/usr/bin/env bash
-# Push IMAGE:TAG to ECR as :TAG and :GIT_SHA; creates the repository if missing.
-# Account and region come from your AWS config (aws sts / aws configure), or AWS_REGION.
+# Push IMAGE:TAG to Amazon ECR as :TAG and :GIT_SHA with boto3 (imgclf_launch.push: no AWS CLI needed);
+# creates the repository if missing. Region from AWS_REGION or your AWS config.
 #   docker/push.sh imgclf latest 1a2b3c4
 set -euo pipefail
-name=${1:?image name}; tag=${2:-latest}; sha=${3:-$(git rev-parse --short HEAD)}
-region=${AWS_REGION:-$(aws configure get region || true)}
-[ -n "$region" ] || { echo "no AWS region: set AWS_REGION or run 'aws configure'" >&2; exit 1; }
-account=$(aws sts get-caller-identity --query Account --output text)
-registry="$account.dkr.ecr.$region.amazonaws.com"
-aws ecr describe-repositories --region "$region" --repository-names "$name" >/dev/null 2>&1 \
-  || aws ecr create-repository --region "$region" --repository-name "$name" >/dev/null
-aws ecr get-login-password --region "$region" | docker login --username AWS --password-stdin "$registry"
-for t in "$tag" "$sha"; do
-  docker tag "$name:$tag" "$registry/$name:$t"
-  docker push "$registry/$name:$t"
-done
-echo "pushed $registry/$name:$tag and :$sha"
+root=$(cd "$(dirname "$0")/.." && pwd)
+python=${PYTHON:-$root/.venv/bin/python}
+[ -x "$python" ] || python=python3
+exec env PYTHONPATH="$root/scripts${PYTHONPATH:+:$PYTHONPATH}" "$python" -m imgclf_launch.push \
+  "${1:?image name}" "${2:-latest}" "${3:-$(git -C "$root" rev-parse --short HEAD)}"

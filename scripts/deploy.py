@@ -3,4 +3,5 @@ try:
     from imgclf_launch.deploy import main
 except ModuleNotFoundError as e:
     raise SystemExit(f"error: {e}: pip install -r scripts/requirements-sdk2.txt (or -sdk3.txt) -e container -e scripts (README)")
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

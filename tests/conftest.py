@@ -30,6 +30,10 @@ os.environ.update({
 FAST = {"arch": "resnet18", "pretrained": "false", "image-size": "32", "batch-size": "64", "lr": "0.002",
         "random-crop-min-scale": "0.6", "horizontal-flip": "false", "epochs": "1"}
 
+# Tiny: 3 classes of 16 px images (tiny_data), for jobs that test how train fails or is wired, in seconds.
+TINY = {"arch": "resnet18", "pretrained": "false", "image-size": "16", "batch-size": "16", "lr": "0.002",
+        "random-crop-min-scale": "0.6", "horizontal-flip": "false", "epochs": "1", "rules": "none"}
+
 
 # `make test-fast` runs the tests not marked slow (in-process logic, seconds in all). A test is slow
 # when it trains, starts `serve` or runs the image: through one of these fixtures, or marked itself.
@@ -48,6 +52,19 @@ def sample_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sample_data")
     write_sample_data(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(sample_data, tmp_path_factory) -> Path:
+    """The first 3 classes of the sample data, 16/6/6 images each."""
+    root = tmp_path_factory.mktemp("tiny")
+    for split, count in (("train", 16), ("valid", 6), ("test", 6)):
+        for folder in sorted((sample_data / split).iterdir())[:3]:
+            (root / split / folder.name).mkdir(parents=True)
+            for image in sorted(folder.iterdir())[:count]:
+                shutil.copy(image, root / split / folder.name / image.name)
+    return root
+
 
 
 def run_job(base: Path, channels: dict[str, Path], hyperparameters: dict[str, str], env: dict | None = None,

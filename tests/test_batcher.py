@@ -9,7 +9,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import pytest
 import torch
 
-from imgclf.serving.predictor import Batcher
+from imgclf.serving.predictor import Abandoned, Batcher, Ticket
 
 WAIT = 10  # seconds: far above any scheduling delay, far below pytest's patience
 
@@ -94,3 +94,18 @@ def test_a_model_error_reaches_every_request_of_its_batch_and_the_next_batch_run
         with pytest.raises(RuntimeError, match="model failed on 3"):
             future.result(timeout=WAIT)
     assert rows(batcher.submit(images(5), expected=False)) == [5]
+
+
+def test_a_request_larger_than_a_batch_runs_in_chunks_and_stops_when_abandoned():
+    """The deadline is checked before every chunk: a dropped request frees the model at once."""
+    model = Model()
+    batcher = Batcher(model, max_batch=2, max_wait_ms=5)
+    gone = threading.Event()
+    big = batcher.submit(images(*range(1, 11)), Ticket(client_gone=gone.is_set), expected=False)
+    assert model.entered.wait(WAIT)  # the first chunk holds the model
+    gone.set()
+    model.release.set()
+    with pytest.raises(Abandoned, match="client closed"):
+        big.result(timeout=WAIT)
+    assert rows(batcher.submit(images(20, 21, 22), expected=False)) == [20, 21, 22]
+    assert model.batches == [[1, 2], [20, 21], [22]]

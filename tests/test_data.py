@@ -78,3 +78,21 @@ def test_auto_caching_fits_half_the_free_memory(monkeypatch, channels, available
     scans = {name: scan_channel(name, channels / name) for name in ("train", "valid")}
     assert should_cache("auto", scans, SPEC, processes) is expected
     assert should_cache("true", scans, SPEC, processes) is True and should_cache("false", scans, SPEC) is False
+
+
+@pytest.mark.parametrize("layout", [
+    {"train/001.a": 1, "valid/001.a": 1},  # split names as classes
+    {"part1/001.a": 1, "part1/002.b": 1, "part2/001.a": 1, "part2/002.b": 1},  # the classes one level down
+])
+def test_a_channel_holding_a_whole_dataset_is_refused(tmp_path, layout):
+    for folder in layout:
+        channel(tmp_path / "train" / folder, {"x": [(8, 8)]})
+    with pytest.raises(ConfigError, match="looks like a whole dataset, not one folder per class"):
+        scan_channel("train", tmp_path / "train")
+
+
+def test_class_folders_grouping_their_images_in_sub_folders_are_classes(tmp_path):
+    """cat/{indoor,outdoor}: only folders, but not the same two or more in each class."""
+    for folder in ("cat/indoor", "cat/outdoor", "dog/indoor", "dog/park"):
+        channel(tmp_path / "train" / folder, {"x": [(8, 8)]})
+    assert sorted(scan_channel("train", tmp_path / "train")) == ["cat", "dog"]

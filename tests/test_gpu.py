@@ -245,7 +245,7 @@ def test_probe_keeps_torchs_warning_when_cuda_is_unusable(monkeypatch):
     ((7, 0), False, torch.float16, torch.float16),    # V100
     ((8, 6), False, torch.bfloat16, torch.float16),   # A10G
     ((9, 0), False, torch.bfloat16, torch.float16),   # H100
-    (None, True, torch.bfloat16, torch.bfloat16),     # CPU with AVX512-BF16 / AMX
+    (None, True, torch.float32, torch.bfloat16),      # CPU with AVX512-BF16 / AMX: trains in fp32
     (None, False, torch.float32, torch.float32),      # older CPU
 ])
 def test_auto_precision_by_compute_capability(capability, cpu_bf16, train, serve):

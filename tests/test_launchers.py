@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -314,11 +315,20 @@ def test_local_mode_two_instances_train_one_model(image, tmp_path, sample_data, 
         assert {"model.pt", "classes.json", "model.json"} <= set(tar.getnames())
 
 
-def test_prepare_data_unzips_verifies_and_uploads_once(tmp_path, sample_data, capsys):
-    import zipfile
-
+@contextmanager
+def s3_bucket(name: str):
+    """An S3 client with one empty bucket, in moto's in-process stand-in for S3."""
     import boto3
     from moto import mock_aws
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=name)
+        yield s3
+
+
+def test_prepare_data_unzips_verifies_and_uploads_once(tmp_path, sample_data, capsys):
+    import zipfile
 
 
     archive = tmp_path / "dogImages.zip"
@@ -328,9 +338,7 @@ def test_prepare_data_unzips_verifies_and_uploads_once(tmp_path, sample_data, ca
     files = len(list(sample_data.rglob("*.png")))
     argv = ["--bucket", "data", "--prefix", "digits", "--source", str(archive), "--work", str(tmp_path / "work"),
             "--region", "us-east-1"]
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="data")
+    with s3_bucket("data") as s3:
         assert prepare_data.main(argv) == 0
         assert f"uploaded {files} files, skipped 0" in capsys.readouterr().out
         keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="data") for o in page["Contents"]]
@@ -341,6 +349,67 @@ def test_prepare_data_unzips_verifies_and_uploads_once(tmp_path, sample_data, ca
         assert f"uploaded 0 files, skipped {files}" in capsys.readouterr().out
     assert prepare_data.main(argv + ["--dry-run"]) == 0  # outside the mock: no S3 call may happen
     assert f"would upload {files} files to s3://data/digits/" in capsys.readouterr().out
+
+
+def test_prepare_data_stages_imagenet_weights_once(tmp_path, capsys):
+    """--weights with a local file (on a user's machine: torchvision's URL, downloaded there) uploads it
+    under the prefix once and prints the --pretrained value."""
+    weights = tmp_path / "resnet18-f37072fd.pth"
+    weights.write_bytes(bytes(range(256)) * 64)
+    argv = ["--bucket", "models", "--prefix", "weights/", "--weights", str(weights), "--work", str(tmp_path / "work"),
+            "--region", "us-east-1"]
+    with s3_bucket("models") as s3:
+        assert prepare_data.main(argv) == 0
+        assert "use --pretrained s3://models/weights/resnet18-f37072fd.pth" in capsys.readouterr().out
+        assert s3.get_object(Bucket="models", Key="weights/resnet18-f37072fd.pth")["Body"].read() == weights.read_bytes()
+        assert prepare_data.main(argv) == 0
+        assert "already in S3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--source", "/no/such/folder"], "error: --source /no/such/folder: no such file or folder"),
+    (["--weights", "no-such-arch"], "error: --weights no-such-arch: "),
+])
+def test_prepare_data_bad_sources_are_one_line(argv, expected):
+    with pytest.raises(SystemExit, match=f"^{re.escape(expected)}"):
+        prepare_data.main(["--bucket", "data", "--region", "us-east-1", *argv])
+
+
+def test_push_uses_an_ecr_token_and_pushes_both_tags(tmp_path, monkeypatch, capsys):
+    """make push without the AWS CLI: ECR (moto) makes the repository and the token, a docker stand-in
+    on PATH records the login (password on stdin) and the tags and pushes."""
+    import os
+
+    import boto3
+    from moto import mock_aws
+
+    from imgclf_launch import push
+
+    record = tmp_path / "docker.log"
+    fake = tmp_path / "bin" / "docker"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {record}\n[ "$1" = login ] && {{ cat; echo; }} >> {record}\nexit 0\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    with mock_aws():
+        assert push.main(["imgclf", "latest", "abc1234", "--region", "us-east-1"]) == 0
+        assert boto3.client("ecr", region_name="us-east-1").describe_repositories()["repositories"][0]["repositoryName"] == "imgclf"
+    registry = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    assert record.read_text().splitlines() == [
+        f"login --username AWS --password-stdin {registry}", "123456789012-auth-token",
+        f"tag imgclf:latest {registry}/imgclf:latest", f"push {registry}/imgclf:latest",
+        f"tag imgclf:latest {registry}/imgclf:abc1234", f"push {registry}/imgclf:abc1234"]
+    assert "created ECR repository imgclf" in capsys.readouterr().out
+    assert "aws " not in Path(push.__file__).parents[2].joinpath("docker", "push.sh").read_text()
+
+
+def test_analyze_debug_without_smdebug_is_one_line(monkeypatch, tmp_path):
+    from imgclf_launch import analyze_debug
+
+    monkeypatch.setitem(sys.modules, "smdebug", None)  # as in a venv from scripts/requirements-sdk*.txt
+    monkeypatch.setitem(sys.modules, "smdebug.trials", None)
+    with pytest.raises(SystemExit, match=r"^error: .*smdebug.*needs smdebug 1\.0\.34 .*pip install -r container/requirements\.txt"):
+        analyze_debug.main(["--path", str(tmp_path)])
 
 
 def test_prepare_data_dry_run_downloads_nothing(capsys, tmp_path):
@@ -376,15 +445,29 @@ LOCAL_ROLE = flags.LOCAL_ROLE
 
 @pytest.fixture(scope="module")
 def model_tar(request, tmp_path_factory) -> Path:
-    """The model.tar.gz SageMaker would make of the sample-data model that `train` left (in-process:
-    the SDK 3.x venv has no torch, and there the local-mode round trip trains in docker instead)."""
+    """The model.tar.gz SageMaker would make of a sample-data model: the one `train` left in-process,
+    or (the SDK 3.x venv has no torch) one the image trains in docker (local_test/train_local.sh)."""
+    import importlib.util
+    import os
+    import shutil
     import tarfile
 
-    pytest.importorskip("torch", reason="training the shared model in-process needs torch (not in the SDK 3.x venv)")
-    base, _ = request.getfixturevalue("trained")
+    from imgclf_launch.paths import REPO
+
+    if importlib.util.find_spec("torch"):
+        model = request.getfixturevalue("trained")[0] / "model"
+    else:
+        test_dir = tmp_path_factory.mktemp("trained_in_docker")
+        shutil.copytree(REPO / "local_test" / "test_dir" / "input", test_dir / "input")
+        (test_dir / "input" / "config" / "hyperparameters.json").write_text(json.dumps({**FAST, "epochs": "5"}))
+        env = {**os.environ, "TEST_DIR": str(test_dir), "DATA": str(request.getfixturevalue("sample_data"))}
+        trained = subprocess.run([str(REPO / "local_test" / "train_local.sh"), request.getfixturevalue("image")],
+                                 env=env, capture_output=True, text=True, timeout=900)
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        model = test_dir / "model"
     tar = tmp_path_factory.mktemp("model") / "model.tar.gz"
     with tarfile.open(tar, "w:gz") as archive:
-        for path in sorted((base / "model").iterdir()):
+        for path in sorted(model.iterdir()):
             archive.add(path, arcname=path.name)
     return tar
 
@@ -464,6 +547,61 @@ def test_transform_launcher_in_local_mode(image, model_tar, jpeg_folder, tmp_pat
                            "--input", str(folder), "--output-path", str(tmp_path)]) == 0
     assert f"{len(expected)} of {len(expected)} images classified" in capsys.readouterr().out
     check_transform_output(tmp_path, expected)
+    assert sorted(p.name for p in model_tar.parent.iterdir()) == ["model.tar.gz"]  # unpacked in a temporary folder
+
+
+def start_holder(image: str, model_tar: Path, name: str) -> tuple[subprocess.Popen, Path]:
+    """deploy.py --local in the background, as from a shell; returns once it says it holds the endpoint."""
+    import os
+    import time
+
+    from imgclf_launch.paths import REPO
+
+    log = model_tar.parent.parent / f"{name}.log"
+    holder = subprocess.Popen([sys.executable, str(REPO / "scripts" / "deploy.py"), "--local", "--image-uri", image,
+                               "--endpoint", name, "--model-data", f"file://{model_tar}"],
+                              stdout=log.open("w"), stderr=subprocess.STDOUT, env=os.environ.copy())
+    deadline = time.monotonic() + 240
+    while "this command holds it" not in log.read_text() and holder.poll() is None and time.monotonic() < deadline:
+        time.sleep(1)
+    assert "this command holds it" in log.read_text(), log.read_text()[-3000:]
+    return holder, log
+
+
+def serving_containers() -> list[str]:
+    return subprocess.run(["docker", "ps", "-q", "--filter", "publish=8080"], capture_output=True, text=True).stdout.split()
+
+
+@pytest.mark.docker
+def test_local_endpoint_as_shell_commands(image, model_tar, jpeg_folder, tmp_path):
+    """deploy.py --local holds its endpoint and says so; invoke and --delete --local work from other
+    processes; a new local job while the port is held names the holder; SIGTERM stops the container;
+    the model tarball is unpacked in a temporary folder, not beside itself."""
+    folder, expected = jpeg_folder
+    photo, label = next(iter(expected.items()))
+    assert not serving_containers(), "a container already publishes port 8080"
+    holder, log = start_holder(image, model_tar, "imgclf-shell-test")
+    try:
+        assert sorted(p.name for p in model_tar.parent.iterdir()) == ["model.tar.gz"]
+        answer = run_launcher("invoke", str(folder / photo), "--endpoint", "imgclf-shell-test", "--local")
+        assert answer.returncode == 0 and f"1. {label} " in answer.stdout, answer.stdout + answer.stderr
+        second = run_launcher("transform", "--local", "--image-uri", image, "--model-data", f"file://{model_tar}",
+                              "--input", str(folder), "--output-path", str(tmp_path / "out"))
+        assert_one_line(second, "error: port 8080 is held by container ")
+        assert "local job imgclf-shell-test" in second.stderr and "--delete --local --endpoint imgclf-shell-test" in second.stderr
+        deleted = run_launcher("deploy", "--delete", "--local", "--endpoint", "imgclf-shell-test")
+        assert deleted.returncode == 0 and "deleted local endpoint imgclf-shell-test" in deleted.stdout, deleted.stderr
+        assert holder.wait(timeout=120) == 0 and "endpoint imgclf-shell-test stopped" in log.read_text()
+        assert not serving_containers()
+        holder, log = start_holder(image, model_tar, "imgclf-sigterm-test")
+        holder.terminate()
+        assert holder.wait(timeout=120) == 0, log.read_text()[-3000:]
+        assert "stopped by SIGTERM" in log.read_text() and not serving_containers()
+        assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+    finally:
+        holder.kill()
+        for container in serving_containers():
+            subprocess.run(["docker", "stop", container], capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -605,6 +743,27 @@ def test_a_hyperparameter_typo_fails_before_any_request(capsys, tmp_path):
     assert "(not sent)" not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("launcher", "given", "channel"), [
+    (train_debug, "s3://bucket/weights/resnet50-11ad3fa6.pth", "s3://bucket/weights/resnet50-11ad3fa6.pth"),
+    (tune, "s3://bucket/weights", "s3://bucket/weights/"),
+])
+def test_pretrained_channel_from_s3(launcher, given, channel, capsys):
+    """--pretrained adds the 'pretrained' channel the container loads ImageNet weights from: one object
+    (S3Prefix matches its own key) or a prefix ending in /."""
+    request = captured(capsys, launcher.main, COMMON + ["--pretrained", given] + (["--no-debugger"] if launcher is train_debug else []))
+    job = request.get("CreateTrainingJob") or request["CreateHyperParameterTuningJob"]["TrainingJobDefinition"]
+    (pretrained,) = [c for c in job["InputDataConfig"] if c["ChannelName"] == "pretrained"]
+    assert pretrained["DataSource"]["S3DataSource"]["S3Uri"] == channel
+
+
+def test_pretrained_must_be_in_s3_unless_local(tmp_path):
+    with pytest.raises(SystemExit, match="^error: --pretrained /tmp/w.pth: SageMaker reads s3:// only"):
+        train_debug.main(COMMON + ["--pretrained", "/tmp/w.pth"])
+    assert flags.pretrained_channel(str(tmp_path), local=True) == {"pretrained": f"file://{tmp_path}"}
+    with pytest.raises(SystemExit, match="no such file or folder"):
+        flags.pretrained_channel(str(tmp_path / "missing.pth"), local=True)
+
+
 def test_no_debugger_sends_a_plain_job(capsys):
     job = captured(capsys, train_debug.main, COMMON + ["--no-debugger"])["CreateTrainingJob"]
     assert not {"DebugHookConfig", "DebugRuleConfigurations", "ProfilerRuleConfigurations"} & set(job)
@@ -644,9 +803,14 @@ CASES = {
     "deploy_gpu_autoscaled_by_job_name": ("deploy", DEPLOY + ["--model-data", "imgclf-2026-11-25-10-00-00-000", "--instance-type",
                                                               "ml.g5.xlarge", "--autoscale-max", "4"]),
     "deploy_delete": ("deploy", DEPLOY + ["--delete"]),
+    "deploy_async_with_env": ("deploy", DEPLOY + ["--model-data", "s3://bucket/out/job/output/model.tar.gz", "--instance-type",
+                                                  "ml.g5.xlarge", "--async", "s3://bucket/async", "--env", "IMGCLF_TOP_K=3"]),
+    "deploy_serverless": ("deploy", DEPLOY + ["--model-data", "s3://bucket/out/job/output/model.tar.gz", "--serverless",
+                                             "--memory-mb", "4096", "--max-concurrency", "8"]),
     "transform_gpu": ("transform", TRANSFORM + ["--instance-type", "ml.g4dn.xlarge", "--instance-count", "3"]),
     "transform_cpu_limits": ("transform", TRANSFORM + ["--instance-type", "ml.c5.xlarge", "--max-concurrent-transforms", "4",
-                                                       "--max-payload-mb", "10"]),
+                                                       "--max-payload-mb", "10", "--env", "IMGCLF_MAX_IMAGES_PER_REQUEST=1",
+                                                       "--env", "IMGCLF_PRECISION=fp32"]),
     "invoke": ("invoke", ["IMAGE_FILE", "--endpoint", "dogs", "--top-k", "2", "--dry-run"]),
 }
 # What 3.x sends differently, each with its reason: the reads it adds, and fields it leaves out.
@@ -810,6 +974,31 @@ def test_limits_that_depend_on_each_other():
                      "--autoscale-max", "4"])
     with pytest.raises(SystemExit, match="^error: --max-concurrent-transforms 4 times --max-payload-mb 30 is over"):
         transform.main(TRANSFORM + ["--max-concurrent-transforms", "4", "--max-payload-mb", "30"])
+
+
+MODEL = ["--model-data", "s3://b/m.tar.gz"]
+LOCAL_DEPLOY = ["--local", "--image-uri", "imgclf:latest", "--endpoint", "dogs", "--model-data", "file:///m.tar.gz"]
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (DEPLOY + MODEL + ["--serverless", "--instance-type", "ml.g5.xlarge"], "serverless endpoints have no GPUs"),
+    (DEPLOY + MODEL + ["--serverless", "--instance-type", "ml.c5.xlarge"], "SageMaker picks and scales the machines"),
+    (DEPLOY + MODEL + ["--serverless", "--instance-count", "2"], "drop --instance-type, --instance-count"),
+    (DEPLOY + MODEL + ["--serverless", "--memory-mb", "1500"], "steps of 1024 MB"),
+    (DEPLOY + MODEL + ["--serverless", "--async", "s3://b/answers"], "an asynchronous endpoint runs on instances"),
+    (DEPLOY + MODEL + ["--async", "answers/"], "--async answers/: SageMaker reads and writes s3://"),
+    (LOCAL_DEPLOY + ["--async", "s3://b/answers"], "local mode has no asynchronous endpoints"),
+    (LOCAL_DEPLOY + ["--serverless"], "local mode has no serverless endpoints"),
+    (DEPLOY + MODEL + ["--env", "1KEY=x"], "expected KEY=VALUE"),
+    (DEPLOY + MODEL + ["--env", "KEY"], "expected KEY=VALUE"),
+    (DEPLOY + MODEL + ["--env", "KEY=" + "x" * 1025], "SageMaker takes at most 1024"),
+    (TRANSFORM + ["--env", "A-B=1"], "expected KEY=VALUE"),
+])
+def test_hosting_that_cannot_work_is_refused_before_any_request(argv, expected):
+    """What SageMaker (serverless: CPU only, sized by memory; CreateModel's EnvironmentKey pattern and
+    value length in botocore's model) or local mode would refuse, refused here in one line."""
+    with pytest.raises(SystemExit, match=f"^error: .*{re.escape(expected)}"):
+        (transform if "--input" in argv else deploy).main(argv)
 
 
 @pytest.mark.parametrize("source", ["/tmp/model.tar.gz", "file:///tmp/model.tar.gz", "job_with_underscores",
@@ -1007,6 +1196,8 @@ USER_CONFIG = EXPECTED / "user_config.yaml"
 CONFIG_CASES = {
     "config_train_gpu_local_storage": ("train_debug", COMMON + ["--no-debugger", "--instance-type", "ml.g4dn.xlarge"]),
     "config_train_cpu": ("train_debug", COMMON + ["--no-debugger", "--instance-type", "ml.m5.xlarge"]),
+    "config_train_isolated_with_pretrained": ("train_debug", COMMON + ["--no-debugger", "--instance-type", "ml.m5.xlarge",
+                                                                      "--pretrained", "s3://bucket/weights/"]),
     "config_tune_gpu_local_storage": ("tune", COMMON + ["--instance-type", "ml.g4dn.xlarge"]),
     "config_tune_cpu": ("tune", COMMON + ["--instance-type", "ml.m5.xlarge"]),
     "config_deploy_gpu_local_storage": ("deploy", DEPLOY + ["--model-data", "imgclf-2026-11-25-10-00-00-000",

@@ -20,9 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-CONTENT_TYPES = ["image/jpeg", "image/png", "application/x-image", "application/octet-stream", "application/json",
-                 "text/plain", "image/svg+xml", "", "application/json; charset=utf-8", "multipart/form-data"]
-ACCEPTS = ["application/json", "*/*", "", "text/html", "application/json;q=0.9, */*;q=0.1", "image/png"]
+from imgclf.serving.codecs import REQUEST_TYPES, RESPONSE_TYPES
+
+# Every type the server takes or answers, read from its tables, and some it does not.
+CONTENT_TYPES = [*REQUEST_TYPES, "text/plain", "image/svg+xml", "", "application/json; charset=utf-8",
+                 "multipart/form-data", "application/jsonlines; charset=utf-8"]
+ACCEPTS = [*RESPONSE_TYPES, "*/*", "", "text/html", "application/json;q=0.9, */*;q=0.1", "image/png",
+           "application/jsonlines;q=0.5, application/json"]
 
 
 def worker_rss(server) -> int:
@@ -76,7 +80,8 @@ def unusual_images() -> dict[str, bytes]:
 @pytest.mark.parametrize("name", list(unusual_images()))
 def test_unusual_but_valid_images_are_classified(server, name):
     body = unusual_images()[name]
-    response = requests.post(server.url + "/invocations", data=body, headers={"Content-Type": "image/png"}, timeout=30)
+    response = requests.post(server.url + "/invocations", data=body, headers={"Content-Type": "application/x-image"},
+                             timeout=30)
     assert response.status_code == 200, response.text
     assert len(response.json()["predictions"][0]) == 5
 
@@ -102,11 +107,12 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=20,
 )
+image_records = st.one_of(st.text(max_size=30), st.fixed_dictionaries({"b64": st.text(max_size=40)}),
+                          st.fixed_dictionaries({"b64": st.binary(max_size=200).map(lambda b: base64.b64encode(b).decode())}))
 json_bodies = st.one_of(
     json_values.map(lambda v: json.dumps(v).encode()),
-    st.lists(st.one_of(st.text(max_size=30), st.fixed_dictionaries({"b64": st.text(max_size=40)}),
-                       st.fixed_dictionaries({"b64": st.binary(max_size=200).map(lambda b: base64.b64encode(b).decode())})),
-             max_size=5).map(lambda xs: json.dumps({"instances": xs, "top_k": 3}).encode()),
+    st.lists(image_records, max_size=5).map(lambda xs: json.dumps({"instances": xs, "top_k": 3}).encode()),
+    st.lists(image_records, max_size=5).map(lambda xs: b"".join(json.dumps(x).encode() + b"\n" for x in xs)),
     st.integers(1, 3000).map(lambda depth: b'{"instances": ' + b"[" * depth + b"]" * depth + b"}"),
 )
 bodies = st.one_of(st.binary(max_size=2000), truncations(), json_bodies)

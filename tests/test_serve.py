@@ -19,6 +19,9 @@ from conftest import ServeProcess
 from imgclf.data import ClassInfo
 from imgclf.model import ModelSpec, build_model, save_artifacts
 from imgclf.preprocess import ImageSpec
+from imgclf.serving.codecs import REQUEST_TYPES
+
+SAVE_ARGS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
 
 
 def sample_images(sample_data: Path, per_class: int = 2) -> list[tuple[str, bytes]]:
@@ -47,17 +50,37 @@ def top1(response: requests.Response) -> str:
     return response.json()["predictions"][0][0]["label"]
 
 
-@pytest.mark.parametrize(
-    ("content_type", "fmt"),
-    [("image/png", None), ("image/jpeg", "JPEG"), ("application/x-image", "JPEG"), ("application/octet-stream", None)],
-)
-def test_each_image_content_type_predicts(server, sample_data, content_type, fmt):
+IMAGE_TYPES = {name: kind.formats for name, kind in REQUEST_TYPES.items() if not kind.item}  # one image per body
+
+
+@pytest.mark.parametrize("content_type", list(IMAGE_TYPES))
+def test_each_image_content_type_predicts(server, sample_data, content_type):
+    fmt = (IMAGE_TYPES[content_type] or ("JPEG",))[0]
     images = sample_images(sample_data)
-    correct = sum(
-        top1(post(server, as_format(png, fmt, quality=95) if fmt else png, content_type)) == label
-        for label, png in images
-    )
+    correct = sum(top1(post(server, as_format(png, fmt, **SAVE_ARGS.get(fmt, {})), content_type)) == label
+                  for label, png in images)
     assert correct >= 0.8 * len(images)
+
+
+def test_an_image_in_another_format_than_its_content_type_is_refused(server, sample_data):
+    _, png = sample_images(sample_data)[0]
+    response = post(server, png, "image/jpeg")
+    assert response.status_code in (400, 415) and response.json()["error"], response.text
+
+
+def test_json_lines_in_json_lines_out_one_line_per_record_in_order(server, sample_data):
+    """Batch transform with BatchStrategy MultiRecord and SplitType Line: many records per body."""
+    images = sample_images(sample_data, per_class=1)
+    body = b"".join(json.dumps({"b64": base64.b64encode(png).decode()}).encode() + b"\n" for _, png in images)
+    response = post(server, body, "application/jsonlines", params={"top_k": 2})
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == "application/jsonlines"
+    lines = response.content.decode().split("\n")
+    assert lines[-1] == "" and len(lines) == len(images) + 1
+    singles = [top1(post(server, png, "image/png")) for _, png in images]
+    assert [json.loads(line)[0]["label"] for line in lines[:-1]] == singles
+    as_json = post(server, body, "application/jsonlines", headers={"Accept": "application/json"})
+    assert [ranked[0]["label"] for ranked in as_json.json()["predictions"]] == singles
 
 
 def test_response_shape_and_default_top_k(server, sample_data):
@@ -108,8 +131,13 @@ ERROR_CASES = {
     "unsupported content type": (b"hello", "text/csv", {}, 415, "Content-Type 'text/csv' is not supported"),
     "missing content type": (b"hello", None, {}, 415, "Content-Type is required"),
     "unsupported accept": (b"x", "image/png", {"headers": {"Accept": "text/csv"}}, 406, "Accept 'text/csv'"),
+    "bad json line": (b'{"b64": "AA=="}\n{"b64": 1}\n', "application/jsonlines", {}, 400,
+                      'line 2 must be an object with a "b64" string'),
     "empty body": (b"", "image/jpeg", {}, 400, "request body is empty"),
-    "not an image": (b"GIF89a but not really", "image/jpeg", {}, 400, "not a readable image"),
+    "not an image": (b"not an image at all", "image/jpeg", {}, 400, "not a readable image"),
+    "another format than declared": (b"GIF89a but not really", "image/jpeg", {}, 415,
+                                     "the image has the signature of GIF, a format not accepted here; send one of JPEG"),
+    "a format not accepted": (b"\0\0\1\0" + b"\0" * 30, "application/x-image", {}, 415, "signature of ICO"),
     "oversized body": (b"\0" * (6 * 1024 * 1024 + 1), "image/jpeg", {}, 413, "larger than the 6291456 byte limit"),
     "malformed json": (b'{"instances": [', "application/json", {}, 400, "body is not valid JSON"),
     "deeply nested json": (b"[" * 100000 + b"]" * 100000, "application/json", {}, 400, "not valid JSON"),

@@ -3,6 +3,8 @@ files nginx answers /ping from, the nginx configuration, bounded decoding, and t
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import subprocess
 import time
@@ -141,7 +143,8 @@ def test_float_tiff_is_not_black():
 def app_client(tmp_path):
     model_spec = ModelSpec("resnet18", 3, ImageSpec(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
     classes = [ClassInfo(i, f"c{i}", f"c{i}") for i in range(3)]
-    app = create_app(serving_config(tmp_path), (build_model("resnet18", 3), model_spec, classes))
+    config = serving_config(tmp_path, SAGEMAKER_BATCH_STRATEGY="MULTI_RECORD", IMGCLF_MAX_IMAGES_PER_REQUEST="2")
+    app = create_app(config, (build_model("resnet18", 3), model_spec, classes))
     client = app.test_client()
     deadline = time.monotonic() + 60
     while client.post("/invocations", data=b"x", content_type="image/png").status_code == 503:
@@ -158,3 +161,22 @@ def test_compressed_bodies_are_415_and_a_late_request_is_503(app_client):
                            headers={"X-Imgclf-Start": str(time.time() - 61)})  # nginx took it 61 s ago
     assert late.status_code == 503 and "deadline passed" in late.json["error"]
     assert app_client.post("/invocations", data=body, content_type="image/png").status_code == 200
+
+
+def test_multi_record_is_advertised_and_json_lines_are_answered_line_by_line(app_client):
+    """Five records, classified two at a time (IMGCLF_MAX_IMAGES_PER_REQUEST=2): five lines, in order."""
+    assert app_client.get("/execution-parameters").json["BatchStrategy"] == "MULTI_RECORD"
+    colors = ["red", "blue", "red", "green", "blue"]
+    body = b"".join(json.dumps({"b64": base64.b64encode(encoded(Image.new("RGB", (40, 30), c), "PNG")).decode()})
+                    .encode() + b"\n" for c in colors)
+    answer = app_client.post("/invocations", data=body, content_type="application/jsonlines", query_string="top_k=1")
+    assert answer.status_code == 200 and answer.mimetype == "application/jsonlines"
+    top = [json.loads(line)[0]["index"] for line in answer.data.decode().splitlines()]
+    assert len(top) == 5 and top[0] == top[2] and top[1] == top[4]
+    broken = app_client.post("/invocations", data=body + b'{"b64": "AAAA"}\n', content_type="application/jsonlines")
+    assert broken.status_code == 400 and broken.json["error"].startswith("line 6: not a readable image")
+
+
+def test_a_query_string_that_is_not_utf8_is_400(app_client):
+    answer = app_client.post("/invocations", data=b"x", content_type="image/png", environ_overrides={"QUERY_STRING": "a=\xff"})
+    assert answer.status_code == 400 and answer.json["error"] == "the query string is not valid UTF-8"

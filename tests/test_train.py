@@ -123,14 +123,16 @@ def test_pretrained_channel_is_loaded_and_backbone_frozen(tmp_path, sample_data)
 
 
 def test_pretrained_without_weights_or_network_fails_clearly(tmp_path, sample_data):
-    code, _ = run_job(
+    code, output = run_job(
         tmp_path / "ml", {"train": sample_data / "train"}, {**FAST, "pretrained": "true"},
         env={"TORCH_HOME": str(tmp_path / "empty_torch_home")},
     )
     assert code != 0
     failure = failure_of(tmp_path / "ml")
-    assert "could not get ImageNet weights for resnet18" in failure
-    assert "Add a 'pretrained' channel holding resnet18-f37072fd.pth or set pretrained=false" in failure
+    assert failure.startswith("pretrained=true needs ImageNet weights (resnet18-f37072fd.pth) and this job cannot "
+                              "download them (https://download.pytorch.org/models/resnet18-f37072fd.pth: "), failure
+    assert "Pass a 'pretrained' channel: upload resnet18-f37072fd.pth" in failure and "or set pretrained=false" in failure
+    assert "images in" not in output  # refused before the data is read
 
 
 def test_nan_loss_stops_training_with_advice(tmp_path, sample_data):

@@ -5,34 +5,23 @@ tiny copy of the sample data (3 classes, 16 px) so each job takes seconds."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 from torchvision import models
 
-from conftest import channels_of, run_job
+from conftest import TINY, channels_of, run_job
+from imgclf import atomic
 from imgclf.model import imagenet_weights_filename
 from imgclf_launch import local_train
 from test_train_units import small_disk
-
-TINY = {"arch": "resnet18", "pretrained": "false", "image-size": "16", "batch-size": "16", "lr": "0.002",
-        "random-crop-min-scale": "0.6", "horizontal-flip": "false", "epochs": "1", "rules": "none"}
-
-
-@pytest.fixture(scope="session")
-def tiny_data(sample_data, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    for split, count in (("train", 16), ("valid", 6), ("test", 6)):
-        for folder in sorted((sample_data / split).iterdir())[:3]:
-            (root / split / folder.name).mkdir(parents=True)
-            for image in sorted(folder.iterdir())[:count]:
-                shutil.copy(image, root / split / folder.name / image.name)
-    return root
 
 
 def failure_of(base: Path) -> str:
@@ -40,7 +29,7 @@ def failure_of(base: Path) -> str:
 
 
 def temp_files(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+    return [p for p in folder.rglob("*") if atomic.TEMP_MARK in p.name]
 
 
 def test_a_full_model_disk_fails_the_job_naming_the_file(tmp_path, tiny_data):
@@ -209,3 +198,47 @@ def test_several_hosts_without_the_distributed_flag_train_one_job(tmp_path, tiny
     assert "2 hosts without sagemaker_torch_distributed_enabled: training one distributed job" in outputs[0]
     assert "process 0 of 2" in outputs[0]
     assert (bases[0] / "model" / "model.pt").is_file() and not (bases[1] / "model" / "model.pt").exists()
+
+
+@pytest.mark.parametrize(("layout", "expected"), [
+    ("splits", "looks like a whole dataset, not one folder per class: it has class folders named like splits (test, train, valid)"),
+    ("nested", "looks like a whole dataset, not one folder per class: it has class folders that hold only folders, "
+               "the same in each (001.zero, 002.one, 003.two)"),
+])
+def test_a_whole_dataset_uploaded_as_the_train_channel_fails_with_the_reason(tmp_path, tiny_data, layout, expected):
+    """train/{train,valid,test}/<class>/... would otherwise train a classifier of the split names."""
+    train = tmp_path / "data" / "train"
+    for name in ("train", "valid", "test"):
+        shutil.copytree(tiny_data / name, train / (name if layout == "splits" else f"part-{name}"))
+    code, output = run_job(tmp_path / "ml", {"train": train}, TINY)
+    assert code != 0, output[-3000:]
+    assert failure_of(tmp_path / "ml").startswith(f"channel 'train' at {tmp_path}/ml/input/data/train " + expected), output[-3000:]
+    assert "epoch=1/1" not in output
+
+
+def test_what_a_write_cut_short_by_sigkill_leaves_is_removed_at_the_next_start(tmp_path, tiny_data):
+    """A SIGKILL between atomic's mkstemp and its rename leaves the temporary file (here made the
+    way atomic names it): SageMaker would upload it with the checkpoints, to every later job."""
+    base = tmp_path / "ml"
+    job(base, tiny_data, "job-a")
+    (run,) = (base / "checkpoints").glob("job-a-*")
+    leftovers = [Path(tempfile.mkstemp(dir=folder, prefix=f".{name}{atomic.TEMP_MARK}")[1])
+                 for folder, name in ((run, "last.pt"), (base / "checkpoints", "other.pt"))]
+    kept = run / "notes.tmp"  # not ours: stays
+    kept.write_text("x")
+    output = job(base, tiny_data, "job-a", epochs="2")
+    assert "resuming after epoch 1" in output
+    for leftover in leftovers:
+        assert not leftover.exists() and f"removed {leftover}, left by a write that was cut short" in output
+    assert kept.exists() and temp_files(base) == []
+
+
+def test_the_default_precision_trains_on_where_fp32_does(tmp_path, tiny_data):
+    """On a CPU with AMX, bf16 autocast turned this run's loss NaN within 2 to 30 epochs (a NaN weight
+    gradient from one convolution's backward kernel) while fp32 trained on: auto trains in fp32 on CPUs."""
+    hyperparameters = {**TINY, "lr": "0.001", "epochs": "8"}
+    code, output = run_job(tmp_path / "ml", channels_of(tiny_data), hyperparameters)
+    assert code == 0, output[-3000:]
+    assert "precision fp32" in output or "device cuda" in output
+    losses = [float(v) for v in re.findall(r"valid_loss=(\S+)", output)]
+    assert len(losses) == 9 and all(math.isfinite(v) for v in losses), losses  # 8 epochs and the kept model's line

@@ -219,6 +219,7 @@ def test_pipe_mode_is_read_from_the_toolkit(tmp_path):
 
 def test_exit_status_is_zero_only_for_a_finished_job(tmp_path):
     assert toolkit.exit_status(2, tmp_path, True) == 2
+    assert toolkit.exit_status(1, tmp_path, False, stopped=True) == 143  # docker stop: SIGTERM
     assert toolkit.exit_status(0, tmp_path, False) == 1  # the toolkit's finally exits 0 after a failed failure write
     assert "did not finish" in (tmp_path / "failure").read_text()
     (tmp_path / "failure").unlink()

@@ -4,6 +4,9 @@ SageMaker's uploads, a restarted job) sees the old file or the new one, never ha
 
 A failed write removes its temporary file before raising, so a full disk is not left fuller, and
 the error names the file: ``[Errno 28] No space left on device: '/opt/ml/model/model.pt'``.
+A process killed mid-write (SIGKILL: a spot reclaim without grace, the out-of-memory killer)
+leaves its temporary file behind; the names (``.model.pt.imgclf-partial-k3j9x1``) say whose they
+are, so the next start removes them (:func:`remove_leftovers`) before SageMaker uploads them.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-_pending: set[Path] = set()
+TEMP_MARK = ".imgclf-partial-"  # in every temporary file's name, and in no other file's
+_pending: set[Path] = set()  # temporary files of writes in progress in this process
 
 
 class WriteError(OSError):
     """A write that failed: ``filename`` is the file it was to replace."""
-  # temporary files of writes in progress in this process
 
 
 def write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
@@ -29,7 +32,7 @@ def write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_MARK}")
     except OSError as e:
         raise WriteError(e.errno, e.strerror, str(path)) from None
     tmp = Path(name)
@@ -86,6 +89,14 @@ def remove_temp_files() -> None:
     for tmp in list(_pending):
         _remove(tmp)
         _pending.discard(tmp)
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Delete the temporary files that killed processes left anywhere under ``folder``; returns them."""
+    found = sorted(p for p in Path(folder).rglob(f".*{TEMP_MARK}*") if p.is_file())
+    for tmp in found:
+        _remove(tmp)
+    return found
 
 
 def _remove(tmp: Path) -> None:

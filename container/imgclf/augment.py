@@ -3,8 +3,7 @@
 The loader workers only pad the cached uint8 images into one batch; the device then draws each
 image's RandomResizedCrop box (as torchvision samples it), resamples every box to the training
 size in one ``roi_align`` call (bilinear, averaging over the box's pixels when shrinking) and
-flips half of them. On a GPU instance with few vCPUs this takes the per-image crop and resize off
-the CPU.
+flips half of them.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ run is the explicit ``resume-from`` hyperparameter.
 Each folder holds ``last.pt``, ``previous.pt`` (the one before, so one bad file never blocks a
 restart) and ``settings.json`` (what the digest covers, for people). An unreadable checkpoint is
 named in the log, renamed to ``*.corrupt`` and the job goes on from the previous one or from scratch.
+The temporary files of a write that a SIGKILL cut short are removed when the next job starts.
 """
 
 from __future__ import annotations
@@ -110,6 +111,13 @@ def other_runs(checkpoint_dir: Path, job_name: str) -> list[Path]:
     """The run folders ``job_name`` left under ``checkpoint_dir`` (one per settings it ran with)."""
     prefix = run_folder_name(job_name, {})[:-12]
     return sorted(p for p in checkpoint_dir.glob(prefix + "*") if re.fullmatch(r"[0-9a-f]{12}", p.name[len(prefix):]))
+
+
+def remove_leftovers(checkpoint_dir: Path) -> None:
+    """Delete the half-written files of a job killed while it saved (run by the one process that
+    writes checkpoints, before it writes any)."""
+    for tmp in atomic.remove_leftovers(checkpoint_dir):
+        log.info("removed %s, left by a write that was cut short", tmp)
 
 
 def open_run(checkpoint_dir: Path, job_name: str, settings: dict, resume_from: str) -> tuple[Checkpoints, dict | None]:

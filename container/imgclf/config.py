@@ -12,8 +12,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from . import resources
 from .hyperparameters import PRECISIONS, ConfigError, Parser, boolean, choice
 
 # Opt-in to run on the CPU of a host whose GPUs torch cannot use (imgclf.gpu); never implicit.
@@ -77,7 +78,7 @@ class TrainingEnv:
             model_dir=sagemaker_path(environ, "SM_MODEL_DIR", "model"),
             output_dir=sagemaker_path(environ, "SM_OUTPUT_DIR", "output"),
             output_data_dir=sagemaker_path(environ, "SM_OUTPUT_DATA_DIR", "output", "data"),
-            checkpoint_dir=sagemaker_path(environ, "SM_CHECKPOINT_DIR", "checkpoints"),
+            checkpoint_dir=checkpoint_dir(environ),
             input_config_dir=sagemaker_path(environ, "SM_INPUT_CONFIG_DIR", "input", "config"),
             channels=channels,
             num_cpus=int(environ.get("SM_NUM_CPUS", str(os.cpu_count() or 1))),
@@ -92,6 +93,22 @@ class TrainingEnv:
             local_world_size=int(environ.get("LOCAL_WORLD_SIZE", "1")),
             allow_cpu=cpu_allowed(environ),
         )
+
+
+def checkpoint_dir(environ: Mapping[str, str]) -> Path:
+    """Where checkpoints go: the job's CheckpointConfig.LocalPath (SageMaker writes it to
+    input/config/checkpointconfig.json and syncs that folder with CheckpointConfig.S3Uri), else
+    /opt/ml/checkpoints, SageMaker's default; SM_CHECKPOINT_DIR overrides both."""
+    if "SM_CHECKPOINT_DIR" in environ:
+        return Path(environ["SM_CHECKPOINT_DIR"])
+    config = sagemaker_path(environ, "SM_INPUT_CONFIG_DIR", "input", "config") / "checkpointconfig.json"
+    try:
+        local_path = json.loads(config.read_text()).get("LocalPath")
+    except FileNotFoundError:
+        local_path = None
+    except (OSError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{config} is not a readable JSON object ({e})") from None
+    return Path(local_path) if local_path else sagemaker_path(environ, "SM_CHECKPOINT_DIR", "checkpoints")
 
 
 def _env_int(environ: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -125,6 +142,34 @@ def cpu_allowed(environ: Mapping[str, str]) -> bool:
 class ServingConfig:
     """How ``serve`` runs, from SageMaker's hosting variables (and a few of our own, IMGCLF_*)."""
 
+    # Every variable from_environ reads: (name, default, meaning). docs/reference/serving-variables.md
+    # is generated from it, and a test fails when from_environ reads a variable missing here.
+    VARIABLES: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("SAGEMAKER_BASE_DIR", "/opt/ml", "the folder laid out like /opt/ml (outside the image)"),
+        ("SM_MODEL_DIR", "$SAGEMAKER_BASE_DIR/model", "the model folder `train` left"),
+        ("IMGCLF_HOST", "0.0.0.0", "the address nginx listens on"),
+        ("SAGEMAKER_BIND_TO_PORT", "8080", "the port nginx listens on (the image has the `accept-bind-to-port` label)"),
+        ("SAGEMAKER_MODEL_SERVER_WORKERS", "one per usable GPU, else one per 4 CPUs",
+         "gunicorn workers; each holds one model copy (on a GPU host, one per GPU)"),
+        ("IMGCLF_THREADS_PER_WORKER", "64", "request threads per worker (they decode; one thread runs the model)"),
+        ("IMGCLF_TORCH_THREADS", "CPUs / workers", "torch's intra-op threads per worker"),
+        ("SAGEMAKER_MODEL_SERVER_TIMEOUT", "60", "seconds a request may take from nginx's hand-off to its answer (503 after)"),
+        ("SAGEMAKER_MAX_PAYLOAD_IN_MB", "6", "the body limit in MiB (413 above); also `/execution-parameters`' MaxPayloadInMB"),
+        ("IMGCLF_MAX_IMAGE_PIXELS", "64000000", "an image declaring more pixels is refused (413) before any pixel is decoded"),
+        ("IMGCLF_MAX_IMAGES_PER_REQUEST", "256", "instances in one JSON request (413 above)"),
+        ("IMGCLF_MAX_BATCH_SIZE", "32 on GPU, 8 on CPU", "images in one forward pass across concurrent requests"),
+        ("IMGCLF_MAX_BATCH_WAIT_MS", "5", "how long the batcher waits for requests still decoding (0: never)"),
+        ("IMGCLF_PRECISION", "auto", "auto, fp32, bf16 or fp16 (auto: fp16 on GPU, bf16 on CPUs with native bf16, else fp32)"),
+        ("IMGCLF_ALLOW_CPU", "false", "true: serve on the CPU of a host whose GPUs torch cannot use (else `/ping` answers 500)"),
+        ("IMGCLF_TOP_K", "5", "labels per image when the request names no `top_k`"),
+        ("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", "workers x 4", "`/execution-parameters`' MaxConcurrentTransforms"),
+        ("SAGEMAKER_BATCH_STRATEGY", "SINGLE_RECORD", "`/execution-parameters`' BatchStrategy: SINGLE_RECORD or MULTI_RECORD (JSON Lines)"),
+        ("IMGCLF_MAX_CONNECTIONS", "4096", "connections nginx holds at once (at least 16)"),
+        ("IMGCLF_CLIENT_TIMEOUT", "20", "seconds a client may pause while sending a request or reading the answer (408)"),
+        ("IMGCLF_DECODE_SLOTS", "CPUs / workers", "images decoding at once in a worker: decoding memory is this x 0.5 GB at most"),
+        ("IMGCLF_SERVE_USER", "(none; the image: imgclf)", "started as root, nginx's and gunicorn's workers run as this user"),
+    )
+
     model_dir: Path
     host: str
     port: int
@@ -149,12 +194,20 @@ class ServingConfig:
     serve_user: str | None
 
     @classmethod
-    def from_environ(cls, gpus: int, cpus: int, environ: Mapping[str, str] = os.environ) -> ServingConfig:
+    def from_environ(cls, gpus: int, cpus: int, environ: Mapping[str, str] = os.environ,
+                     memory_bytes: int | None = None) -> ServingConfig:
+        """``cpus`` and ``memory_bytes``: what the container may use (imgclf.resources); with
+        ``memory_bytes``, the default decode slots and pixel cap fit it (resources.fit_decoding)."""
+        model_dir = sagemaker_path(environ, "SM_MODEL_DIR", "model")
         # One model copy per GPU; on CPU, few workers with several torch threads each.
         workers = _env_int(environ, "SAGEMAKER_MODEL_SERVER_WORKERS", gpus if gpus else max(1, cpus // 4))
+        slots, pixels = max(1, cpus // workers), 64_000_000
+        if memory_bytes:
+            budget = memory_bytes - resources.reserved_bytes(workers, resources.model_bytes(model_dir))
+            slots, pixels = resources.fit_decoding(budget, workers, slots, pixels)
         payload_mb = _env_int(environ, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 6)
         return cls(
-            model_dir=sagemaker_path(environ, "SM_MODEL_DIR", "model"),
+            model_dir=model_dir,
             host=environ.get("IMGCLF_HOST", "0.0.0.0"),
             port=_env_int(environ, "SAGEMAKER_BIND_TO_PORT", 8080),
             workers=workers,
@@ -164,7 +217,7 @@ class ServingConfig:
             timeout=_env_int(environ, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60),
             # The runtime API caps real-time bodies at 6,291,456 bytes (6 MiB); batch transform may send more.
             max_payload_bytes=payload_mb * 1024 * 1024,
-            max_image_pixels=_env_int(environ, "IMGCLF_MAX_IMAGE_PIXELS", 64_000_000),
+            max_image_pixels=_env_int(environ, "IMGCLF_MAX_IMAGE_PIXELS", pixels),
             max_images_per_request=_env_int(environ, "IMGCLF_MAX_IMAGES_PER_REQUEST", 256),
             # CPUs run ResNets fastest per image at small batches (cache-sized activations).
             max_batch_size=_env_int(environ, "IMGCLF_MAX_BATCH_SIZE", 32 if gpus else 8),
@@ -173,13 +226,15 @@ class ServingConfig:
             allow_cpu=cpu_allowed(environ),
             default_top_k=_env_int(environ, "IMGCLF_TOP_K", 5),
             max_concurrent_transforms=_env_int(environ, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", max(1, workers) * 4),
-            batch_strategy=environ.get("SAGEMAKER_BATCH_STRATEGY", "SINGLE_RECORD").upper(),
+            # MULTI_RECORD: JSON Lines bodies (imgclf.serving.codecs), so both are true when advertised
+            batch_strategy=_env_converted(environ, "SAGEMAKER_BATCH_STRATEGY", "single_record",
+                                          choice(("single_record", "multi_record"))).upper(),
             # nginx: connections held at once (idle ones cost a few kB), and how long a client may
             # pause while sending a request or reading the answer.
             max_connections=_env_int(environ, "IMGCLF_MAX_CONNECTIONS", 4096, minimum=16),
             client_timeout=_env_int(environ, "IMGCLF_CLIENT_TIMEOUT", 20),
             # images decoding at once per worker: decoding memory is this x the per-image maximum
-            decode_slots=_env_int(environ, "IMGCLF_DECODE_SLOTS", max(1, cpus // workers)),
+            decode_slots=_env_int(environ, "IMGCLF_DECODE_SLOTS", slots),
             # when serve starts as root, request handling (nginx's and gunicorn's workers) runs as this user
             serve_user=environ.get("IMGCLF_SERVE_USER", "").strip() or None,
         )

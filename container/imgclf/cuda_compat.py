@@ -1,17 +1,8 @@
-"""CUDA forward compatibility: put /usr/local/cuda/compat on the library path only when it helps.
+"""CUDA forward compatibility: /usr/local/cuda/compat goes first on the library path only when the
+host's driver is older than the image's torch needs and the compat libs support its branch.
 
-The image's torch needs a CUDA 13.0 driver (R580). NVIDIA's forward-compatibility package
-(``cuda-compat-13-0``, in the nvidia/cuda base image at /usr/local/cuda/compat) lets it run on an
-older data-center driver of a branch the package supports; the base image lists those branches in
-``NVIDIA_REQUIRE_CUDA`` (13.0.2: ``driver>=535,driver<536`` ... ``driver>=575,driver<576``, so
-R535, R550, R565, R570, R575, not R470). NVIDIA Container Toolkit 1.17.4 and later no longer mounts
-the compat libs, so the image must choose itself (AWS's framework images do it in their entrypoint,
-aws/deep-learning-containers pytorch/training/docker/build_artifacts/start_cuda_compat.sh: compat
-libs first on LD_LIBRARY_PATH when the host driver is older than the compat libs' driver).
-
-The dynamic loader reads LD_LIBRARY_PATH when a process starts, so ``train``, ``serve`` and
-``doctor`` run through :func:`main`, which decides and then execs the real command. Nothing here
-imports torch: the decision costs milliseconds and never loads libcuda.
+``train``, ``serve`` and ``doctor`` start through :func:`main`, which decides (without importing
+torch) and then execs the real command: the dynamic loader reads LD_LIBRARY_PATH at process start.
 """
 
 from __future__ import annotations

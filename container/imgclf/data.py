@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from .config import ConfigError
+from .config import CHANNEL_ALIASES, ConfigError
 from .preprocess import ImageError, ImageSpec, decode_image, eval_preprocess, resize_shorter_side
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ def scan_channel(name: str, root: Path) -> dict[str, list[Path]]:
             f"channel {name!r} at {root} has no class folders; expected one folder per class "
             f"(e.g. {name}/001.Affenpinscher/image.jpg)"
         )
+    check_not_dataset_root(name, root, folders)
     files, ignored = {}, 0
     for folder in folders:
         found = [p for p in folder.rglob("*") if p.is_file() and not any(map(_hidden, p.relative_to(folder).parts))]
@@ -70,6 +71,33 @@ def scan_channel(name: str, root: Path) -> dict[str, list[Path]]:
     if ignored:
         log.info("channel %r: %d files without an image extension ignored", name, ignored)
     return files
+
+
+SPLIT_NAMES = {alias.lower() for split in ("train", "valid", "test") for alias in CHANNEL_ALIASES[split]}
+
+
+def _visible_children(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if not _hidden(p.name)]
+
+
+def check_not_dataset_root(name: str, root: Path, folders: list[Path]) -> None:
+    """Refuse a channel that holds a whole dataset (``train/{train,valid,test}/<class>/...``): its
+    "classes" would be the splits. Seen as class folders named like splits, or class folders that
+    hold only folders, the same two or more in each (the real classes, one level down)."""
+    splits = sorted(p.name for p in folders if p.name.lower() in SPLIT_NAMES)
+    children = {p.name: _visible_children(p) for p in folders}
+    only_folders = all(kids and all(k.is_dir() for k in kids) for kids in children.values())
+    inner = [{k.name for k in kids} for kids in children.values()]
+    shared = sorted(set.intersection(*inner)) if only_folders and len(inner) > 1 else []
+    if not splits and len(shared) < 2:
+        return
+    found = f"class folders named like splits ({', '.join(splits)})" if splits else (
+        f"class folders that hold only folders, the same in each ({', '.join(shared[:5])}{', ...' if len(shared) > 5 else ''})")
+    raise ConfigError(
+        f"channel {name!r} at {root} looks like a whole dataset, not one folder per class: it has {found}; "
+        f"pass each split as its own channel (train -> s3://.../train/, valid -> s3://.../valid/), "
+        f"each holding the class folders (e.g. {name}/001.Affenpinscher/image.jpg)"
+    )
 
 
 def check_same_classes(scans: dict[str, dict[str, list[Path]]]) -> None:

@@ -13,15 +13,11 @@ from . import cuda_compat, precision
 from .config import ALLOW_CPU_ENV, ConfigError, cpu_allowed
 from .gpu import Report, probe
 
-NAMES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
-
-
-def _name(dtype) -> str:
-    return NAMES.get(str(dtype), str(dtype))
+NAMES = {dtype: name for name, dtype in precision.DTYPES.items()}
 
 
 def _precisions(capability: tuple[int, int] | None, cpu_bf16: bool) -> str:
-    chosen = {p: _name(precision.choose("auto", p, capability, cpu_bf16)) for p in ("train", "serve")}
+    chosen = {p: NAMES[precision.choose("auto", p, capability, cpu_bf16)] for p in ("train", "serve")}
     return f"precision auto: train {chosen['train']}, serve {chosen['serve']}"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from pathlib import Path
 
 from . import atomic
@@ -14,6 +15,7 @@ log = logging.getLogger(__name__)
 
 FAILURE_FILE = "failure"
 FAILURE_REASON_LIMIT = 1024
+CGROUP = Path("/sys/fs/cgroup")
 
 
 def write_failure(output_dir: Path, message: str) -> bool:
@@ -42,3 +44,35 @@ def describe_os_error(e: OSError) -> str:
         errno.EACCES: "; this user may not write there",
     }.get(e.errno or 0, "")
     return f"{what}: {e.strerror or e}" + (f" ({code})" if code else "") + advice
+
+
+def oom_kills(root: Path = CGROUP) -> int:
+    """How many processes the kernel's out-of-memory killer has killed in this container's cgroup
+    (``oom_kill`` in v2 ``memory.events``, v1 ``memory/memory.oom_control``); 0 where unreadable."""
+    for path in (root / "memory.events", root / "memory" / "memory.oom_control"):
+        try:
+            for line in path.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+def memory_limit_text(root: Path = CGROUP) -> str:
+    """The cgroup's memory limit for people: ``3.0 GiB``, or the machine's memory without one."""
+    for path in (root / "memory.max", root / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:  # v1 says "no limit" with a huge number, v2 with "max"
+            return f"{int(text) / 2**30:.1f} GiB (the container's limit)"
+    return f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB (the machine's memory)"
+
+
+def describe_oom_kill(root: Path = CGROUP) -> str:
+    return (f"out of memory: the kernel killed the training process (SIGKILL) when the job used all of its "
+            f"{memory_limit_text(root)}; use a smaller batch-size or image-size, cache-images=false, or an "
+            "instance type with more memory")

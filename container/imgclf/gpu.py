@@ -106,7 +106,7 @@ class Report:
         needs = f"this image's torch {self.torch_version} is a CUDA {self.torch_cuda} build"
         if self.torch_cuda is None:
             return (f"the host has {self.host_gpus} NVIDIA GPU(s) but this image's torch {self.torch_version} "
-                    "is a CPU-only build; build the image with a CUDA torch (README: build choices)")
+                    "is a CPU-only build; build the image with a CUDA torch (docs/gpu.md: build choices)")
         if not self.cuda_available:
             native = cuda_compat.native_min_driver(self.torch_cuda)
             return (f"the host has {self.host_gpus} NVIDIA GPU(s) with driver {self.driver}, but torch cannot use "
@@ -114,13 +114,13 @@ class Report:
                     f"driver {cuda_compat.show(native)} or later (compat libs {self.compat}). Fix: run on a newer driver (endpoints: InferenceAmiVersion "
                     "al2023-ami-sagemaker-inference-gpu-4-1 or al2-ami-sagemaker-inference-gpu-3-1; batch transform: "
                     "TransformAmiVersion al2-ami-sagemaker-batch-gpu-535) or use an image built for this driver "
-                    f"(README: build choices); {ALLOW_CPU_ENV}=true runs on the CPU instead")
+                    f"(docs/gpu.md: build choices); {ALLOW_CPU_ENV}=true runs on the CPU instead")
         missing = [g for g in self.gpus if not g.has_kernels]
         if missing:
             names = ", ".join(f"GPU {g.index} {g.name} (compute capability {g.capability[0]}.{g.capability[1]})"
                               for g in missing)
             return (f"{names}: {needs} with kernels for {' '.join(self.arch_list)} only. Fix: an image built with a "
-                    f"torch that has kernels for it (README: build choices; V100 needs a cu126 build), or another "
+                    f"torch that has kernels for it (docs/gpu.md: build choices; V100 needs a cu126 build), or another "
                     f"instance type; {ALLOW_CPU_ENV}=true runs on the CPU instead")
         return None
 

@@ -131,7 +131,7 @@ class Hyperparameters:
 
     arch: str = setting("resnet50", choice(ARCHS), "the torchvision network to fine-tune (each one's ImageNet "
                         "weights file and evaluation resize: the architecture table)", run=True)
-    pretrained: bool = setting(True, boolean(), "start from ImageNet weights ([channels](#channels))", run=True)
+    pretrained: bool = setting(True, boolean(), "start from ImageNet weights ([channels](training.md#channels))", run=True)
     freeze_backbone: bool = setting(False, boolean(), "train only the new head (needs `pretrained`)", run=True)
     epochs: int = setting(3, integer(1), "passes over the train channel")
     batch_size: int = setting(64, integer(1), "the global batch, split evenly over the processes", run=True)
@@ -152,29 +152,28 @@ class Hyperparameters:
     horizontal_flip: bool = setting(True, boolean(), "random flips in training", run=True)
     augment_on: str = setting("auto", choice(("auto", "cpu", "device")), "auto: the GPU when there is one, else the "
                               "CPU; cpu: per image in the loader; device: a batch at a time on the training device "
-                              "([performance](#performance))", run=True)
+                              "([benchmarks](benchmarks.md))", run=True)
     num_workers: int = setting(-1, workers(), "data-loader processes (auto: from the CPU and GPU count)", shown="auto")
     seed: int = setting(42, integer(0), "seeds Python's, NumPy's and torch's generators", run=True)
     early_stopping_patience: int = setting(0, integer(0), "0: off; else stop after this many epochs without a "
                                            "better valid accuracy (needs `valid`)")
     precision: str = setting("auto", choice(PRECISIONS), "auto: bf16 on GPUs with native bf16 (compute capability "
-                             ">= 8.0), else fp16 with loss scaling (T4, V100); on CPUs bf16 where they have "
-                             "AVX512-BF16 or AMX, else fp32 ([GPUs](#gpus-drivers-forward-compatibility-build-choices))",
-                             run=True)
+                             ">= 8.0), else fp16 with loss scaling (T4, V100); fp32 on CPUs (their bf16 convolution "
+                             "gradients can turn NaN) ([GPUs](gpu.md#precision))", run=True)
     cache_images: str = setting("auto", choice(("auto", "true", "false")), "keep the decoded images in memory "
                                 "(auto: when they fit in half the free memory)")
     compile: bool = setting(False, boolean(), "`torch.compile` the model (needs an image built with "
                             "`WITH_COMPILER=true`)")
     rules: tuple[str, ...] = setting(TRAINING_RULES, rule_list(), "checked during training "
-                                     "([rules](#training-health-rules-without-debugger))", shown="all")
+                                     "([rules](observability.md#training-health-rules))", shown="all")
     rules_action: str = setting("log", choice(("log", "stop")), "stop: end training when a rule fires, keeping the "
                                 "best model")
     profile_steps: int = setting(0, integer(0), "0: off; else record a torch.profiler trace of this many steps "
-                                 "([profiling](#profiling))")
+                                 "([profiling](observability.md#profiling))")
     resume_from: str = setting("", job_name(), "continue that job's run (same settings) when this job has no "
-                               "checkpoint of its own ([reliability](#reliability))", shown="(none)")
+                               "checkpoint of its own ([reliability](reliability.md#checkpoints))", shown="(none)")
     tensorboard: str = setting("auto", choice(("auto", "true", "false")), "auto: event files when SageMaker's "
-                               "TensorBoard config is there; true: always; false: never ([TensorBoard](#tensorboard))")
+                               "TensorBoard config is there; true: always; false: never ([TensorBoard](observability.md#tensorboard))")
 
 
 @dataclass(frozen=True)
@@ -256,10 +255,12 @@ def parse_hyperparameters(argv: Sequence[str]) -> Hyperparameters:
     return Hyperparameters(**values)
 
 
-def markdown_table() -> str:
-    """README's hyperparameter table (a test checks that the README holds exactly this)."""
+def markdown_table(docs: str = "docs/") -> str:
+    """The hyperparameter table of README.md and docs/reference/hyperparameters.md (tests check that both
+    hold exactly this); ``docs`` is the path from the page to docs/, which the help texts' links are relative to."""
     rows = ["| name | default | allowed | what it does |", "|---|---|---|---|"]
-    rows += [f"| `{h.name}` | {h.default_text} | {h.parser.allowed} | {h.help} |" for h in HYPERPARAMETERS]
+    rows += [f"| `{h.name}` | {h.default_text} | {h.parser.allowed} | {h.help.replace('](', '](' + docs)} |"
+             for h in HYPERPARAMETERS]
     return "\n".join(rows) + "\n"
 
 

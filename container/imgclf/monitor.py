@@ -1,11 +1,10 @@
-"""In-training rules (the ``rules`` hyperparameter): the checks SageMaker Debugger runs in its own
-rule containers, judged here from values the training loop already has, with an optional stop like
-Debugger's StopTraining action. Local mode and accounts without Debugger get them too.
+"""In-training rules (the ``rules`` hyperparameter), judged from values the training loop already
+has, with an optional stop like Debugger's StopTraining action.
 
 Every ``interval`` steps (a tenth of an epoch, at most 10) the monitor takes the mean train loss of
 those steps and each parameter gradient's mean absolute value; once per epoch, train and valid loss.
-Loss-not-decreasing compares the mean loss of the last half epoch (at least 20 steps: a single
-batch's loss is noisy) with the same span before it.
+Loss-not-decreasing compares the mean loss of the last half epoch (at least 20 steps) with the same
+span before it.
 """
 
 from __future__ import annotations

@@ -9,13 +9,17 @@ from __future__ import annotations
 import functools
 import io
 import math
+import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as F
+
+from .resources import DECODE_BYTES_PER_PIXEL
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -26,15 +30,9 @@ Image.MAX_IMAGE_PIXELS = None
 # A TIFF tile is decoded whole: a tiny image may declare one huge tile (a bomb the pixel count misses).
 MAX_TIFF_TILE_PIXELS = 1024 * 1024
 TIFF_TILE_WIDTH, TIFF_TILE_LENGTH = 322, 323
-EXIF_ORIENTATION = 0x0112
 # Image.reduce works on these; "1", "P", "PA" and "I;16*" are converted first (see _reducible).
+BAND_PIXELS = 1024 * 1024  # source pixels reduced at a time (_reduce_in_bands)
 REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F"})
-# ImageOps.exif_transpose's table: EXIF orientation -> the transpose that makes the image upright.
-ORIENTATION_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
 
 
 class ImageError(ValueError):
@@ -43,6 +41,49 @@ class ImageError(ValueError):
 
 class ImageTooLarge(ImageError):
     """The image declares more pixels than allowed."""
+
+
+class UnsupportedFormat(ImageError):
+    """The image is in a format we do not decode."""
+
+
+def _check_tiff(image: ImageFile.ImageFile) -> None:
+    width, height = image.size
+    tile_w, tile_h = image.tag_v2.get(TIFF_TILE_WIDTH, 0), image.tag_v2.get(TIFF_TILE_LENGTH, 0)
+    if tile_w * tile_h > max(width * height, MAX_TIFF_TILE_PIXELS):
+        raise ImageTooLarge(f"TIFF tile of {tile_w}x{tile_h} pixels in a {width}x{height} image")
+
+
+def _check_bmp(image: ImageFile.ImageFile) -> None:
+    if any(tile.codec_name == "bmp_rle" for tile in image.tile):
+        raise UnsupportedFormat("BMP with RLE compression is not accepted: Pillow decodes it in Python, "
+                                "seconds per megapixel; send it uncompressed or as PNG")
+
+
+@dataclass(frozen=True)
+class Format:
+    """An accepted format: the peak memory of its serving decode per pixel (bytes, measured at
+    8000x8000 by bench/decode_memory.py, its costliest kind), and the check of what its header
+    declares, run before any pixel is decoded."""
+
+    bytes_per_pixel: float
+    check: Callable[[ImageFile.ImageFile], None] | None = None
+
+
+# The formats we decode (Pillow's names). Each one's decoder is C and works in bounded steps. A
+# format costlier than resources.DECODE_BYTES_PER_PIXEL gets a proportionally smaller pixel cap,
+# so that no accepted image decodes to more than the cap times that. Left out: ICO and ICNS
+# (Pillow decodes their embedded images while opening them, before any check), JPEG 2000 and
+# AVIF (one long call holding the GIL, about 1 GB at 8000x8000), and everything else Pillow
+# reads. MPO, the multi-picture JPEG that cameras write, opens as JPEG.
+ACCEPTED_FORMATS: dict[str, Format] = {
+    "JPEG": Format(6),  # progressive: libjpeg holds every coefficient; a baseline JPEG decodes scaled down
+    "PNG": Format(4),
+    "WEBP": Format(16),  # libwebp's canvas and Pillow's copies, all RGBA
+    "GIF": Format(1.2),
+    "BMP": Format(4, _check_bmp),
+    "TIFF": Format(4, _check_tiff),
+}
 
 
 @dataclass(frozen=True)
@@ -82,46 +123,82 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_image(source: bytes | Path, max_pixels: int) -> Image.Image:
-    """Open an image and check its header only: no pixel is decoded yet.
+def _format_of(prefix: bytes) -> str | None:
+    """The format whose signature Pillow recognises in a file's first bytes, without opening it."""
+    Image.init()
+    for name, (_, accept) in Image.OPEN.items():
+        try:
+            if accept and accept(prefix) is True:
+                return name
+        except (IndexError, struct.error):  # a prefix shorter than the signature
+            continue
+    return None
 
-    Refuses what would cost more memory than its pixel count says: more than ``max_pixels``,
-    or a TIFF tile larger than the image (and than MAX_TIFF_TILE_PIXELS), decoded whole.
+
+def open_image(source: bytes | Path, max_pixels: int, formats: Sequence[str] = tuple(ACCEPTED_FORMATS)) -> ImageFile.ImageFile:
+    """Open an image in one of ``formats`` (a subset of ACCEPTED_FORMATS) and check its header
+    only: no pixel is decoded yet.
+
+    Refuses what would cost more memory than its pixel count says: more than ``max_pixels``, or
+    what the format's own check in ACCEPTED_FORMATS refuses. Bytes of another format are never
+    handed to its decoder: UnsupportedFormat names what they are.
     """
     try:
-        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source,
+                           formats=[f for f in formats if f in ACCEPTED_FORMATS])
+    except UnidentifiedImageError:
+        raise _unaccepted(source, formats) from None
     except Exception as e:
         raise ImageError(f"not a readable image ({type(e).__name__}: {e})") from None
-    width, height = image.size
-    if width < 1 or height < 1:
-        raise ImageError(f"image has no pixels ({width}x{height})")
-    if width * height > max_pixels:
-        raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
-    if image.format == "TIFF":
-        tile_w, tile_h = image.tag_v2.get(TIFF_TILE_WIDTH, 0), image.tag_v2.get(TIFF_TILE_LENGTH, 0)
-        if tile_w * tile_h > max(width * height, MAX_TIFF_TILE_PIXELS):
-            raise ImageTooLarge(f"TIFF tile of {tile_w}x{tile_h} pixels in a {width}x{height} image")
+    try:
+        _check_header(image, max_pixels)
+    except ImageError:
+        image.close()
+        raise
     return image
 
 
-def decode_image(source: bytes | Path, min_side: int, max_pixels: int) -> Image.Image:
-    """Decode JPEG/PNG/... bytes or a file into an upright RGB image.
+def _unaccepted(source: bytes | Path, formats: Sequence[str]) -> ImageError:
+    with io.BytesIO(source) if isinstance(source, bytes) else source.open("rb") as stream:
+        found = _format_of(stream.read(16))
+    if found is None:
+        return ImageError(f"not a readable image: it has no signature of {', '.join(formats)}")
+    return UnsupportedFormat(f"the image has the signature of {found}, a format not accepted here; "
+                             f"send one of {', '.join(formats)}")
+
+
+def _check_header(image: ImageFile.ImageFile, max_pixels: int) -> None:
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageError(f"image has no pixels ({width}x{height})")
+    name = "JPEG" if image.format == "MPO" else str(image.format)
+    accepted = ACCEPTED_FORMATS[name]
+    limit = min(max_pixels, int(max_pixels * DECODE_BYTES_PER_PIXEL / accepted.bytes_per_pixel))
+    if width * height > limit:
+        raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit for {name} is {limit}")
+    if accepted.check:
+        accepted.check(image)
+
+
+def decode_image(source: bytes | Path, min_side: int, max_pixels: int,
+                 formats: Sequence[str] = tuple(ACCEPTED_FORMATS)) -> Image.Image:
+    """Decode image bytes or a file in one of ``formats`` into an upright RGB image.
 
     ``min_side`` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while keeping
     both sides at least that long; ``max_pixels`` refuses decompression bombs
     before any pixel is decoded.
     """
-    image = open_image(source, max_pixels)
-    try:
-        image.draft("RGB", (min_side, min_side))
-        image = ImageOps.exif_transpose(image)
-        image.load()
-        return _to_rgb(image)
-    except Exception as e:
-        raise ImageError(f"image data is corrupt or truncated ({type(e).__name__}: {e})") from None
+    with open_image(source, max_pixels, formats) as image:
+        try:
+            image.draft("RGB", (min_side, min_side))
+            ImageOps.exif_transpose(image, in_place=True)
+            return _to_rgb(image)
+        except Exception as e:
+            raise ImageError(f"image data is corrupt or truncated ({type(e).__name__}: {e})") from None
 
 
-def decode_for_eval(source: bytes, spec: ImageSpec, max_pixels: int) -> torch.Tensor:
+def decode_for_eval(source: bytes, spec: ImageSpec, max_pixels: int,
+                    formats: Sequence[str] = tuple(ACCEPTED_FORMATS)) -> torch.Tensor:
     """Image bytes -> the evaluation crop (uint8 CHW), as ``eval_preprocess(decode_image(...))``
     computes it, but touching only the pixels that crop uses.
 
@@ -129,18 +206,19 @@ def decode_for_eval(source: bytes, spec: ImageSpec, max_pixels: int) -> torch.Te
     factor while it stays at least twice the crop: a 300,000x1 strip costs a few pixels, not a
     resize to 256 px on its short side. Peak memory is the decoded image plus that square.
     """
-    image = open_image(source, max_pixels)
-    try:
-        image.draft("RGB", (spec.resize_size, spec.resize_size))
-        image.load()
-        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-        image, side = _center_square(image, spec)
-        image = _to_rgb(image)
-        if orientation in ORIENTATION_TRANSPOSE:  # the centre square is the same under every orientation
-            image = image.transpose(ORIENTATION_TRANSPOSE[orientation])
-    except Exception as e:
-        raise ImageError(f"image data is corrupt or truncated ({type(e).__name__}: {e})") from None
-    return eval_preprocess(image, spec, side)
+    with open_image(source, max_pixels, formats) as image:
+        try:
+            image.draft("RGB", (spec.resize_size, spec.resize_size))
+            image.load()
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+            square, side = _center_square(image, spec)
+            square = _to_rgb(square)
+            # the centre square is the same under every orientation: turn only it, with Pillow's table
+            square.getexif()[ExifTags.Base.Orientation] = orientation
+            ImageOps.exif_transpose(square, in_place=True)
+        except Exception as e:
+            raise ImageError(f"image data is corrupt or truncated ({type(e).__name__}: {e})") from None
+    return eval_preprocess(square, spec, side)
 
 
 def _reducible(image: Image.Image) -> Image.Image:
@@ -161,14 +239,24 @@ def _center_square(image: Image.Image, spec: ImageSpec) -> tuple[Image.Image, fl
     width, height = image.size
     side = _crop_side(width, height, spec)
     left, top = math.floor((width - side) / 2), math.floor((height - side) / 2)
-    box = (left, top, width - left, height - top)
     factor = max(1, int(side // (2 * spec.image_size)))
-    if factor > 1 and image.mode in REDUCIBLE_MODES:
-        return image.reduce(factor, box), side / factor  # allocates only the reduced square
-    if box != (0, 0, width, height):
-        image = image.crop(box)
-    image = _reducible(image)
-    return (image.reduce(factor), side / factor) if factor > 1 else (image, side)
+    return _reduce_in_bands(image, factor, (left, top, width - left, height - top)), side / factor
+
+
+def _reduce_in_bands(image: Image.Image, factor: int, box: tuple[int, int, int, int]) -> Image.Image:
+    """``image.reduce(factor, box)``, one band of rows (a multiple of ``factor``, about
+    BAND_PIXELS) at a time, so that what it allocates besides the result is one band: Pillow's
+    reduce converts a whole RGBA image to premultiplied alpha first, and modes it cannot reduce
+    must be converted. Each output pixel averages one factor x factor block, so bands give the
+    same result."""
+    left, top, right, bottom = box
+    rows = factor * max(1, BAND_PIXELS // ((right - left) * factor))
+    bands = [_reducible(image.crop((left, y, right, min(y + rows, bottom)))).reduce(factor)
+             for y in range(top, bottom, rows)]
+    reduced = Image.new(bands[0].mode, (bands[0].width, sum(band.height for band in bands)))
+    for i, band in enumerate(bands):
+        reduced.paste(band, (0, i * (rows // factor)))
+    return reduced
 
 
 def _crop_side(width: int, height: int, spec: ImageSpec) -> float:

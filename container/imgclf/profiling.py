@@ -1,10 +1,5 @@
 """Detailed profiling (the ``profile-steps`` hyperparameter): a torch.profiler trace of a window of
-training steps, written where TensorBoard's profiler plugin and Perfetto read it.
-
-SageMaker's own framework profiling is deprecated for PyTorch 2.x; its system metrics (CPU, GPU,
-memory, I/O: what the ProfilerReport and LowGPUUtilization rules analyse) are collected outside the
-container. This trace is the operator-level view inside it.
-"""
+training steps, written where TensorBoard's profiler plugin and Perfetto read it."""
 
 from __future__ import annotations
 

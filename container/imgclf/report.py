@@ -67,11 +67,10 @@ def save(figure, path: Path) -> Path:
     return path
 
 
-
 def write_training_report(directory: Path, history: Sequence[dict], pairs: Sequence[dict], split: str) -> Path:
     """Per-epoch loss and accuracy, and the most-confused pairs of ``split``; returns the PNG."""
     atomic.write_json(directory / f"{TRAINING_REPORT}.json",
-               {"history": list(history), "confused_pairs": {"split": split, "pairs": list(pairs)}})
+                      {"history": list(history), "confused_pairs": {"split": split, "pairs": list(pairs)}})
     figure, (loss_ax, acc_ax, pair_ax) = load_pyplot().subplots(1, 3, figsize=(16, 4.5))
     epochs = [r["epoch"] for r in history]
     for name in ("train", "valid"):

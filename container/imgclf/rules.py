@@ -1,17 +1,14 @@
-"""Training-health rules as a registry: each rule is one ``HealthRule`` (name, parameters, check,
-message, and how Debugger's trial feeds it), judged from the same ``Seen`` values whether they come
-from the training loop (imgclf.monitor, the ``rules`` hyperparameter) or from an smdebug trial
-(the custom rules built by ``smdebug_rules``, for SageMaker Debugger). Adding a rule means adding
-one entry to ``RULES``.
+"""Training-health rules, each one ``HealthRule`` entry in ``RULES``, judged from the same ``Seen``
+values in the training loop (imgclf.monitor, the ``rules`` hyperparameter) and, as smdebug custom
+rules, in SageMaker Debugger's rule container.
 
-This file imports nothing from the package, so it also works on its own as the ``source`` of a
-Debugger ``Rule.custom`` (scripts/train_debug.py): the rule container loads it and asks for
-``LossNotDecreasing`` or ``VanishingGradient``, which are built on first access so that importing
-this module never imports smdebug.
+This file imports nothing from the package: Debugger's rule container loads it on its own as the
+``source`` of a ``Rule.custom`` and instantiates the class its ``rule_to_invoke`` names.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
 from functools import cache
 from statistics import fmean
@@ -42,8 +39,7 @@ def overfit(train_losses: Sequence[float], valid_losses: Sequence[float], ratio:
 
 
 class Seen:
-    """The values a rule judges, as training produced them so far. (A plain class: a dataclass
-    needs its module in sys.modules, which a file loaded on its own by Debugger need not be.)"""
+    """The values a rule judges, as training produced them so far."""
 
     def __init__(self, losses: list[float] | None = None, steps_per_loss: int = 1,
                  gradient_means: list[float] | None = None, train_losses: list[float] | None = None,
@@ -64,10 +60,6 @@ class HealthRule(NamedTuple):
     parameters: dict[str, Any]  # defaults; Debugger passes overrides as strings
     check: Callable[[Seen, dict[str, Any]], bool]
     message: Callable[[Seen, dict[str, Any]], str]  # why it fired, for the log and the rules report
-    # Debugger: the custom rule's class name, and (trial, step, seen) -> whether ``seen`` got this
-    # step's values; empty for a rule judged in the training loop only.
-    smdebug_name: str = ""
-    read_trial: Callable[[Any, int, Seen], bool] | None = None
 
 
 def _loss_message(seen: Seen, p: dict[str, Any]) -> str:
@@ -77,43 +69,17 @@ def _loss_message(seen: Seen, p: dict[str, Any]) -> str:
             f"that of the steps before ({before:.4g})")
 
 
-def _read_loss(trial: Any, step: int, seen: Seen) -> bool:
-    from smdebug.exceptions import TensorUnavailableForStep
-
-    names = trial.tensor_names(collection="losses")
-    if not names:
-        return False
-    try:
-        seen.losses.append(float(trial.tensor(names[0]).value(step)))
-    except TensorUnavailableForStep:
-        return False
-    return True
-
-
-def _read_gradients(trial: Any, step: int, seen: Seen) -> bool:
-    from smdebug.exceptions import TensorUnavailableForStep
-
-    seen.gradient_means = []
-    for name in trial.tensor_names(collection="gradients"):
-        try:
-            seen.gradient_means.append(float(abs(trial.tensor(name).value(step)).mean()))
-        except TensorUnavailableForStep:
-            continue
-    return True
-
-
 RULES = (
     HealthRule(
         "loss_not_decreasing", "step", {"window": 20, "min_decrease": 0.0},
         lambda seen, p: loss_not_decreasing(seen.losses, p["window"], p["min_decrease"]),
-        _loss_message, "LossNotDecreasing", _read_loss,
+        _loss_message,
     ),
     HealthRule(
         "vanishing_gradient", "step", {"threshold": 1e-7},
         lambda seen, p: vanishing_gradient(seen.gradient_means, p["threshold"]),
         lambda seen, p: (f"every gradient's mean |value| is below {p['threshold']:g} "
                          f"(largest {max(seen.gradient_means):.3g})"),
-        "VanishingGradient", _read_gradients,
     ),
     HealthRule(
         "overfit", "epoch", {"ratio": 0.1},
@@ -127,39 +93,65 @@ RULES_BY_NAME = {rule.name: rule for rule in RULES}
 TRAINING_RULES = tuple(RULES_BY_NAME)
 
 
-def _smdebug_class(rule: HealthRule, base: type, train_mode: object) -> type:
-    def __init__(self, base_trial, **overrides: str):
-        unknown = set(overrides) - set(rule.parameters)
-        if unknown:
-            raise TypeError(f"{rule.smdebug_name} has no parameter(s) {', '.join(sorted(unknown))}")
-        base.__init__(self, base_trial, action_str="")
-        self.parameters = {k: type(v)(overrides.get(k, v)) for k, v in rule.parameters.items()}
-        self.seen = Seen()
-
-    def invoke_at_step(self, step: int) -> bool:  # ``step`` is global: judge the TRAIN ones
-        if self.base_trial.mode(step) != train_mode or not rule.read_trial(self.base_trial, step, self.seen):
-            return False
-        return rule.check(self.seen, self.parameters)
-
-    return type(rule.smdebug_name, (base,), {"__init__": __init__, "invoke_at_step": invoke_at_step})
-
-
 @cache
 def smdebug_rules() -> dict[str, type]:
-    """The rules Debugger can judge, as smdebug custom rules (smdebug's PyPI package ships no
-    built-in ones), by class name.
+    """The smdebug custom rules by class name, from this file loaded on its own as Debugger's rule
+    container loads it. Run one with ``smdebug.rules.rule_invoker.invoke_rule(rule, start_step=...,
+    end_step=..., raise_eval_cond=True)`` on ``smdebug.trials.create_trial(path)``."""
+    spec = importlib.util.spec_from_file_location("imgclf_debugger_rules", __file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {rule.__name__: rule for rule in module.TrialRule.__subclasses__()}
 
-    Run one with ``smdebug.rules.rule_invoker.invoke_rule(rule, start_step=..., end_step=...,
-    raise_eval_cond=True)`` on ``smdebug.trials.create_trial(path)``.
-    """
+
+if __package__ != "imgclf":  # loaded on its own: by Debugger's rule container, or by smdebug_rules()
     from smdebug.core.modes import ModeKeys
+    from smdebug.exceptions import TensorUnavailableForStep
     from smdebug.rules.rule import Rule
 
-    return {r.smdebug_name: _smdebug_class(r, Rule, ModeKeys.TRAIN) for r in RULES if r.smdebug_name}
+    class TrialRule(Rule):
+        """One ``HealthRule`` judged on a Debugger trial's TRAIN steps; parameters arrive as strings."""
 
+        rule: HealthRule
 
-def __getattr__(name: str) -> type:
-    rules = smdebug_rules() if name in {r.smdebug_name for r in RULES if r.smdebug_name} else {}
-    if name not in rules:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return rules[name]
+        def __init__(self, base_trial: Any, **overrides: str):
+            unknown = set(overrides) - set(self.rule.parameters)
+            if unknown:
+                raise TypeError(f"{type(self).__name__} has no parameter(s) {', '.join(sorted(unknown))}")
+            super().__init__(base_trial, action_str="")
+            self.parameters = {k: type(v)(overrides.get(k, v)) for k, v in self.rule.parameters.items()}
+            self.seen = Seen()
+
+        def invoke_at_step(self, step: int) -> bool:  # ``step`` is global: judge the TRAIN ones
+            if self.base_trial.mode(step) != ModeKeys.TRAIN or not self.read(step):
+                return False
+            return self.rule.check(self.seen, self.parameters)
+
+        def read(self, step: int) -> bool:
+            """Add this step's values to ``self.seen``; False when the trial has none."""
+            raise NotImplementedError
+
+    class LossNotDecreasing(TrialRule):
+        rule = RULES_BY_NAME["loss_not_decreasing"]
+
+        def read(self, step: int) -> bool:
+            names = self.base_trial.tensor_names(collection="losses")
+            if not names:
+                return False
+            try:
+                self.seen.losses.append(float(self.base_trial.tensor(names[0]).value(step)))
+            except TensorUnavailableForStep:
+                return False
+            return True
+
+    class VanishingGradient(TrialRule):
+        rule = RULES_BY_NAME["vanishing_gradient"]
+
+        def read(self, step: int) -> bool:
+            self.seen.gradient_means = []
+            for name in self.base_trial.tensor_names(collection="gradients"):
+                try:
+                    self.seen.gradient_means.append(float(abs(self.base_trial.tensor(name).value(step)).mean()))
+                except TensorUnavailableForStep:
+                    continue
+            return True

@@ -1,10 +1,6 @@
 """SIGTERM (SageMaker's stop, a spot reclaim) in the training program: an exception raised where
 the program is, except inside ``finish_first()`` blocks (the checkpoint write), which complete and
-then stop. SageMaker waits 120 s before SIGKILL; a checkpoint takes about a second.
-
-The stop is raised once: under torchrun the program hears SIGTERM twice (from the image's `train`,
-which signals every process under it, and again from torchrun), and the second must not cut short
-the failure reason the first one is writing."""
+then stop. The stop is raised once: under torchrun each process hears SIGTERM twice."""
 
 from __future__ import annotations
 

@@ -1,14 +1,8 @@
-"""TensorBoard event files (the ``tensorboard`` hyperparameter, or SageMaker's TensorBoardOutputConfig).
+"""TensorBoard event files (the ``tensorboard`` hyperparameter, or SageMaker's TensorBoardOutputConfig),
+written by rank 0 with tensorboardX (:mod:`imgclf.summary_writer`, imported only when a job writes them).
 
-When a job has a TensorBoardOutputConfig, SageMaker writes /opt/ml/input/config/tensorboardoutputconfig.json
-({"LocalPath": ..., "S3OutputPath": ...}; LocalPath defaults to /opt/ml/output/tensorboard, per the
-API reference) and uploads LocalPath to S3OutputPath while the job runs. smdebug reads the same file
-(smdebug.core.json_config.get_tensorboard_dir_from_json_config).
-
-Written with tensorboardX's summary protos and its synchronous ``EventsWriter``, not its
-``SummaryWriter``: that one writes from a thread, which dies on a full disk and then blocks training
-forever on its bounded queue. Here a failed write is logged once and ends TensorBoard output only.
-Only rank 0 writes; per-step values are read back from the device once per ``interval`` steps.
+SageMaker writes /opt/ml/input/config/tensorboardoutputconfig.json ({"LocalPath", "S3OutputPath"}) for a
+job with a TensorBoardOutputConfig and uploads LocalPath to S3OutputPath while the job runs.
 """
 
 from __future__ import annotations
@@ -16,12 +10,12 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,6 +26,9 @@ from .config import ConfigError, TrainingEnv
 from .hyperparameters import Hyperparameters
 from .monitor import RuleMonitor
 from .preprocess import ImageSpec
+
+if TYPE_CHECKING:
+    from .summary_writer import SyncSummaryWriter
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +46,8 @@ HPARAM_METRICS = ("epoch/valid_accuracy", "epoch/valid_loss", "final/test_accura
 
 def log_dir(setting: str, config_dir: Path, output_dir: Path, output_data_dir: Path) -> Path | None:
     """Where the event files go: ``auto`` writes when SageMaker's config file is there, ``true``
-    always, ``false`` never. With the file: its LocalPath (SageMaker's default output_dir/tensorboard).
-    Without it: output_data_dir/tensorboard, which SageMaker uploads in the job's output.tar.gz, so
-    every tuning trial (the tuning API takes no TensorBoardOutputConfig) keeps its own."""
+    always, ``false`` never. With the file: its LocalPath (default output_dir/tensorboard). Without
+    it: output_data_dir/tensorboard, in the job's output.tar.gz."""
     config = config_dir / CONFIG_FILE
     if setting == "false" or (setting == "auto" and not config.is_file()):
         return None
@@ -68,11 +64,8 @@ def open_board(hp: Hyperparameters, env: TrainingEnv, is_main: bool, spec: Image
                optimizer: torch.optim.Optimizer) -> Board:
     """The job's board: writing on rank 0 when the job asks for TensorBoard, else doing nothing."""
     directory = log_dir(hp.tensorboard, env.input_config_dir, env.output_dir, env.output_data_dir) if is_main else None
-    return Board(directory, spec, monitor, optimizer, hp.batch_size, hparams_of(hp))
-
-
-def hparams_of(hp: Hyperparameters) -> dict[str, str | float | bool]:
-    return {k: ",".join(v) if isinstance(v, tuple) else v for k, v in asdict(hp).items()}
+    hparams = {k: ",".join(v) if isinstance(v, tuple) else v for k, v in asdict(hp).items()}
+    return Board(directory, spec, monitor, optimizer, hp.batch_size, hparams)
 
 
 class Board:
@@ -88,80 +81,49 @@ class Board:
         self._lrs: list[float] = []
         self._tick = self._last_flush = time.perf_counter()
         self._grid_written = False
-        self._writer = None
+        self._writer: SyncSummaryWriter | None = None
         if directory is not None:
             self._open(directory, hparams)
 
     @property
     def active(self) -> bool:
-        return self._writer is not None
+        return self._writer is not None and self._writer.file_writer.error is None
 
     def _open(self, directory: Path, hparams: dict) -> None:
-        from tensorboardX.event_file_writer import EventsWriter
-        from tensorboardX.summary import custom_scalars, hparams as hparams_summary
+        from tensorboardX.summary import hparams as hparams_summary
+
+        from .summary_writer import SyncSummaryWriter
 
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            self._writer = EventsWriter(str(directory / "events"), f".{os.getpid()}")
+            self._writer = SyncSummaryWriter(str(directory))
         except OSError as e:
             raise ConfigError(f"cannot write TensorBoard event files to {directory}: {e}") from None
         experiment, start, self._session_end = hparams_summary(hparams, dict.fromkeys(HPARAM_METRICS, 0.0))
-        for summary in (experiment, start, custom_scalars(EPOCH_CHARTS)):
-            self._write(summary, 0)
+        self._writer.file_writer.add_summary(experiment)
+        self._writer.file_writer.add_summary(start)
+        self._writer.add_custom_scalars(EPOCH_CHARTS)
         self._flush()
         atexit.register(self.close)  # a failed or stopped job still leaves every step it logged
         log.info("TensorBoard event files in %s", directory)
 
-    def _write(self, summary, step: int) -> None:
-        from tensorboardX.proto.event_pb2 import Event
-
-        if self._writer is None:
-            return
-        try:
-            self._writer.write_event(Event(wall_time=time.time(), step=step, summary=summary))
-        except OSError as e:
-            self._stop(e)
-
     def _flush(self) -> None:
-        if self._writer is None:
-            return
-        try:
-            self._writer.flush()
-        except OSError as e:
-            self._stop(e)
+        self._writer.flush()
         self._last_flush = time.perf_counter()
 
-    def _stop(self, error: OSError) -> None:
-        log.warning("TensorBoard output stopped, training goes on: cannot write to %s (%s)", self.directory, error)
-        writer, self._writer = self._writer, None
-        try:
-            writer.close()
-        except OSError:
-            pass  # the buffered tail is lost with the disk space
-
     def _scalars(self, values: dict[str, float], step: int) -> None:
-        from tensorboardX.summary import scalar
-
         for tag, value in values.items():
-            self._write(scalar(tag, value), step)
+            self._writer.add_scalar(tag, value, step)
 
     def see_inputs(self, inputs: torch.Tensor) -> None:
         """Draw the first augmented training batch as a grid, once."""
         if self.active and not self._grid_written:
             self._grid_written = True
-            self._image("train/augmented_batch", self._grid(inputs), self.monitor.step + 1)
-
-    def _grid(self, inputs: torch.Tensor) -> np.ndarray:
-        images = inputs[:GRID_IMAGES].detach().float()
-        mean = torch.tensor(self.spec.mean, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.spec.std, device=images.device).view(1, 3, 1, 1)
-        grid = make_grid((images * std + mean).clamp(0, 1), nrow=8, padding=2)
-        return (grid * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-    def _image(self, tag: str, image: np.ndarray, step: int) -> None:
-        from tensorboardX.summary import image as image_summary
-
-        self._write(image_summary(tag, image, dataformats="HWC"), step)
+            images = inputs[:GRID_IMAGES].detach().float()
+            mean = torch.tensor(self.spec.mean, device=images.device).view(1, 3, 1, 1)
+            std = torch.tensor(self.spec.std, device=images.device).view(1, 3, 1, 1)
+            grid = make_grid((images * std + mean).clamp(0, 1), nrow=8, padding=2)
+            self._writer.add_image("train/augmented_batch", grid, self.monitor.step + 1)
 
     def after_step(self, loss: torch.Tensor) -> None:
         """Call after each optimizer step, after the monitor's: buffers the loss without a device sync."""
@@ -215,7 +177,7 @@ class Board:
                 continue
             stats = histogram_stats(list(tensors.values()))
             for name, row in zip(tensors, stats):
-                self._write(histogram_summary(f"{kind}/{name}", row), step)
+                self._writer.add_histogram_raw(f"{kind}/{name}", global_step=step, **row)
             self._scalars({f"norms/{kind}": float(np.sqrt(sum(row["sum_squares"] for row in stats)))}, step)
 
     def finish(self, summary: dict, confusion: Sequence[Sequence[int]], labels: Sequence[str], split: str | None,
@@ -226,13 +188,13 @@ class Board:
             return
         step = self.monitor.step
         if split:
-            self._image(f"confusion_matrix/{split}", confusion_image(confusion, labels, split), step)
+            self._writer.add_figure(f"confusion_matrix/{split}", confusion_figure(confusion, labels, split), step)
         best = next((r for r in summary["history"] if r["epoch"] == summary["best_epoch"]), {})
         final = {"final/best_epoch": summary["best_epoch"]}
         final.update({f"final/best_valid_{k}": best["valid"][k] for k in ("loss", "accuracy") if "valid" in best})
         final.update({f"final/test_{k}": summary["test"][k] for k in ("loss", "accuracy") if "test" in summary})
         self._scalars(final, step)
-        self._write(self._session_end, step)
+        self._writer.file_writer.add_summary(self._session_end, step)
         self._copy_profile(profile_dir)
         self.close()
 
@@ -255,17 +217,15 @@ class Board:
             self._write_steps()
         except Exception as e:  # closing after a failed job: the device may be what failed
             log.warning("TensorBoard: the last steps' values could not be read back (%s)", e)
-        self._flush()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._writer.close()
+        self._writer = None
         atexit.unregister(self.close)
 
 
 @torch.no_grad()
 def histogram_stats(tensors: list[torch.Tensor]) -> list[dict]:
-    """Each tensor's min, max, count, sum, sum of squares and HISTOGRAM_BINS bucket counts, computed
-    where the tensors live and read back in two device syncs."""
+    """Each tensor's ``add_histogram_raw`` arguments (min, max, count, sum, sum of squares and
+    HISTOGRAM_BINS buckets), computed where the tensors live and read back in two device syncs."""
     flat = [t.float() for t in tensors]  # no flatten: a channels_last weight would be copied
     extremes = torch.stack([torch.stack(torch.aminmax(t)) for t in flat]).tolist()
     ranges = [(low, high) if high > low else (low - 0.5, high + 0.5) for low, high in extremes]  # histc needs a range
@@ -273,18 +233,12 @@ def histogram_stats(tensors: list[torch.Tensor]) -> list[dict]:
                                    torch.histc(t, HISTOGRAM_BINS, low, high)])
                         for t, (low, high) in zip(flat, ranges)]).tolist()
     return [{"min": low, "max": high, "num": t.numel(), "sum": row[0], "sum_squares": row[1],
-             "limits": np.linspace(*edges, HISTOGRAM_BINS + 1)[1:].tolist(), "counts": row[2:]}
+             "bucket_limits": np.linspace(*edges, HISTOGRAM_BINS + 1)[1:].tolist(), "bucket_counts": row[2:]}
             for t, (low, high), edges, row in zip(flat, extremes, ranges, rows)]
 
 
-def histogram_summary(tag: str, row: dict):
-    from tensorboardX.summary import histogram_raw
-
-    return histogram_raw(tag, row["min"], row["max"], row["num"], row["sum"], row["sum_squares"], row["limits"], row["counts"])
-
-
-def confusion_image(confusion: Sequence[Sequence[int]], labels: Sequence[str], split: str) -> np.ndarray:
-    """The confusion matrix, each row as fractions of that class's images, as an RGB array."""
+def confusion_figure(confusion: Sequence[Sequence[int]], labels: Sequence[str], split: str):
+    """The confusion matrix, each row as fractions of that class's images, as a matplotlib figure."""
     from .report import load_pyplot
 
     counts = np.asarray(confusion, dtype=np.float64)
@@ -302,7 +256,4 @@ def confusion_image(confusion: Sequence[Sequence[int]], labels: Sequence[str], s
         ax.set_xticks(ticks, labels, rotation=90, fontsize=8)
         ax.set_yticks(ticks, labels, fontsize=8)
     figure.tight_layout()
-    figure.canvas.draw()
-    image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
-    load_pyplot().close(figure)
-    return image
+    return figure

@@ -18,27 +18,42 @@ The exit status is the truth SageMaker sees. The toolkit's ``finally: _exit_proc
 exits 0 when writing its own failure file fails (a full or read-only /opt/ml/output, or no such
 folder), so ``main`` exits 0 only when the program finished and the toolkit's ``success`` file exists.
 
-Nothing here lives under /opt/ml, which a ``docker run -v $PWD/test_dir:/opt/ml`` hides: the entry
-point is copied from IMGCLF_PROGRAM_DIR into the code folder when the job brings no code. The
-toolkit waits up to 15 min for every host name to resolve, silently and deaf to SIGTERM; here one
-host waits for nobody and several get a bounded, logged wait.
+Script mode as the toolkit defines it: a job that names its own program (the SDK's ``entry_point``
+and ``source_dir`` become the ``sagemaker_program`` and ``sagemaker_submit_directory``
+hyperparameters) runs that program, with this image's Python and so with ``imgclf`` importable;
+a job that names none runs ours, ``train_program.py``. A SAGEMAKER_PROGRAM the job sets in its
+environment wins, as the toolkit's ``environment.Environment`` reads it first. Nothing of ours lives
+under /opt/ml, which a ``docker run -v $PWD/test_dir:/opt/ml`` hides: our entry point is copied from
+IMGCLF_PROGRAM_DIR into the code folder when the job brings no code.
+
+The toolkit waits up to 15 min for every host name to resolve, silently and deaf to SIGTERM; here one
+host waits for nobody and several get a bounded, logged wait (IMGCLF_HOST_WAIT_SECONDS), then meet
+at a bounded barrier (IMGCLF_JOIN_WAIT_SECONDS) that names a host which never came, before torchrun's
+own rendezvous, which would wait 15 min and fail with no name.
+
+SageMaker shows the first 1,024 characters of the failure file; the toolkit writes ``Framework
+Error:`` and a traceback there, which cuts the cause off. ``_write_toolkit_failure`` puts one line
+first: the file that is not JSON, the code that could not be downloaded, the out-of-memory kill.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
 import socket
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 
 import psutil
 
-from .failure import FAILURE_FILE, write_failure
+from .failure import FAILURE_FILE, describe_oom_kill, oom_kills, write_failure
 from .gpu import host_gpu_count
 from .hyperparameters import to_bool
 
@@ -46,11 +61,16 @@ log = logging.getLogger("imgclf.toolkit")
 
 STOP_GRACE_SECONDS = 110  # SIGKILL follows SIGTERM after 120 s
 HOST_WAIT_SECONDS = 600  # for the other hosts' names to resolve (IMGCLF_HOST_WAIT_SECONDS)
+JOIN_WAIT_SECONDS = 600  # for the other hosts to reach the barrier (IMGCLF_JOIN_WAIT_SECONDS)
+JOIN_PORT = 7778  # the barrier's; torchrun's rendezvous uses sagemaker_training's 7777
 PROGRAM_DIR_ENV = "IMGCLF_PROGRAM_DIR"  # where the image keeps train_program.py
+PROGRAM_ENV = "SAGEMAKER_PROGRAM"  # the toolkit's params.USER_PROGRAM_ENV
+DEFAULT_PROGRAM = "train_program.py"
 OUR_MODULE = "imgclf.toolkit:run_program"
 
 _stop_requested = False
 _program_finished = False
+_oom_kills_at_start = 0
 
 
 def _running(process: psutil.Process) -> bool:
@@ -82,31 +102,75 @@ def _resolves(host: str) -> bool:
         return False
 
 
-def wait_for_hosts(hosts: Sequence[str], timeout: float) -> None:
-    """Wait until every host name resolves (SageMaker's cluster may still be booting): a logged,
-    bounded wait that a stop ends. One host has nobody to wait for."""
+def _wait_for(pending: Callable[[], list[str]], timeout: float, waiting_for: str, timed_out: Callable[[str], str]) -> None:
+    """Poll until ``pending()`` names nobody: logged every 10 s, ended by a stop, bounded by ``timeout``.
+    ``waiting_for`` and ``timed_out`` say it with the pending names."""
     from sagemaker_training import errors
 
-    if len(hosts) <= 1:
-        return
     deadline, next_log = time.monotonic() + timeout, 0.0
-    while pending := [h for h in hosts if not _resolves(h)]:
+    while names := ", ".join(pending()):
         if _stop_requested:
-            raise errors.ClientError(f"stopped by SIGTERM while waiting for host name(s) {', '.join(pending)} to resolve")
+            raise errors.ClientError(f"stopped by SIGTERM while waiting for {waiting_for.format(names)}")
         if time.monotonic() >= deadline:
-            raise errors.ClientError(
-                f"host name(s) {', '.join(pending)} of resourceconfig.json did not resolve within {timeout:g} s "
-                f"(hosts: {', '.join(hosts)}); check the network of the job's instances")
+            raise errors.ClientError(timed_out(names))
         if time.monotonic() >= next_log:
-            log.info("waiting up to %.0f s more for host name(s) %s to resolve", deadline - time.monotonic(), ", ".join(pending))
+            log.info("waiting up to %.0f s more for %s", deadline - time.monotonic(), waiting_for.format(names))
             next_log = time.monotonic() + 10
         time.sleep(0.5)
 
 
+def wait_for_hosts(hosts: Sequence[str], timeout: float) -> None:
+    """Wait until every host name resolves (SageMaker's cluster may still be booting): a logged,
+    bounded wait that a stop ends. One host has nobody to wait for."""
+    if len(hosts) > 1:
+        _wait_for(lambda: [h for h in hosts if not _resolves(h)], timeout, "host name(s) {} to resolve", lambda names: (
+            f"host name(s) {names} of resourceconfig.json did not resolve within {timeout:g} s "
+            f"(hosts: {', '.join(hosts)}); check the network of the job's instances"))
+
+
+def join_hosts(hosts: Sequence[str], current: str, timeout: float) -> None:
+    """Every host checks in at the first one (a TCP store on JOIN_PORT) before torchrun starts, so
+    that a host which resolves but never starts the job is named within ``timeout`` s."""
+    from datetime import timedelta
+
+    from sagemaker_training import errors
+    from torch.distributed import TCPStore
+
+    if len(hosts) <= 1:
+        return
+    first = hosts[0]
+    try:
+        store = TCPStore(first, JOIN_PORT, None, current == first, timedelta(seconds=timeout), wait_for_workers=False)
+        store.set(f"joined/{current}", "1")
+    except (RuntimeError, OSError) as e:
+        raise errors.ClientError(f"host {current} could not reach the first host {first} on port {JOIN_PORT} within "
+                                 f"{timeout:g} s (IMGCLF_JOIN_WAIT_SECONDS): {str(e).splitlines()[0]}") from e
+    if current == first:
+        _wait_for(lambda: [h for h in hosts if not store.check([f"joined/{h}"])], timeout, "host(s) {} to join",
+                  lambda names: (f"host(s) {names} did not join the distributed job within {timeout:g} s "
+                                 f"(IMGCLF_JOIN_WAIT_SECONDS; hosts: {', '.join(hosts)}): their names resolve, but train "
+                                 f"never reached {first}:{JOIN_PORT} from them; see those hosts' logs"))
+
+
+def choose_program(hyperparameters: dict, environ: MutableMapping[str, str] = os.environ) -> None:
+    """The job's program when it names one (``sagemaker_program``), else ours: our default name in
+    SAGEMAKER_PROGRAM (the image sets it) gives way, a name the job set there itself does not."""
+    if hyperparameters.get("sagemaker_program") and environ.get(PROGRAM_ENV, DEFAULT_PROGRAM) == DEFAULT_PROGRAM:
+        environ.pop(PROGRAM_ENV, None)
+    else:
+        environ.setdefault(PROGRAM_ENV, DEFAULT_PROGRAM)
+
+
 def _program_source(env, code_dir: str) -> str:
-    """The job's own code (sagemaker_submit_directory) if it brings any, else the image's program."""
+    """The job's own code (sagemaker_submit_directory, or already in the code folder), else ours."""
+    from sagemaker_training import errors
+
     if env.module_dir != code_dir or os.path.isfile(os.path.join(code_dir, env.user_entry_point)):
         return env.module_dir
+    if env.user_entry_point != DEFAULT_PROGRAM:
+        raise errors.ClientError(
+            f"the job's program {env.user_entry_point!r} (sagemaker_program) is not in {code_dir}, and the job names no "
+            "sagemaker_submit_directory to fetch it from (the SDK sets both from entry_point and source_dir)")
     return os.environ.get(PROGRAM_DIR_ENV, env.module_dir)
 
 
@@ -133,7 +197,13 @@ def run_program() -> None:
 
     env = environment.Environment()
     timeout = float(os.environ.get("IMGCLF_HOST_WAIT_SECONDS", HOST_WAIT_SECONDS))
-    entry_point._wait_hostname_resolution = lambda: wait_for_hosts(env.hosts, timeout)  # the toolkit's waits forever
+    join_timeout = float(os.environ.get("IMGCLF_JOIN_WAIT_SECONDS", JOIN_WAIT_SECONDS))
+
+    def wait_and_join() -> None:  # the toolkit's waits up to 15 min for names, and torchrun 15 min more
+        wait_for_hosts(env.hosts, timeout)
+        join_hosts(env.hosts, env.current_host, join_timeout)
+
+    entry_point._wait_hostname_resolution = wait_and_join
     args, env_vars = env.to_cmd_args(), env.to_env_vars()
     process_runner = runner.ProcessRunnerType
     flag = to_bool(env.additional_framework_parameters.get("sagemaker_torch_distributed_enabled", False))
@@ -150,19 +220,91 @@ def run_program() -> None:
     _program_finished = True
 
 
+def _frame_locals(error: BaseException) -> dict[str, dict]:
+    """The local variables of each function the error passed through, by function name."""
+    return {frame.f_code.co_name: frame.f_locals for frame, _ in traceback.walk_tb(error.__traceback__)}
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def toolkit_cause(error: BaseException) -> str:
+    """One line saying why the toolkit failed, for the head of the failure file."""
+    frames = _frame_locals(error)
+    reader = frames.get("_read_json") or frames.get("read_json")
+    if isinstance(error, json.JSONDecodeError) and reader:
+        return (f"{reader.get('path')} is not valid JSON ({error}); SageMaker writes it from the job's request: "
+                "check the job's HyperParameters (a map of strings)")
+    if "s3_download" in frames:
+        uri = frames.get("download_and_extract", {}).get("uri", "S3")
+        return (f"could not download the job's code from {uri} (sagemaker_submit_directory): {type(error).__name__}: "
+                f"{error}; the job needs a route to S3 for it (no network isolation, a VPC endpoint), or its code in "
+                "an input channel with sagemaker_submit_directory set to the file there")
+    code = getattr(error, "return_code", None)  # the toolkit's _CalledProcessError: a process it ran failed
+    if code is not None and code.lstrip("-").isdigit():
+        how = f"was killed by {_signal_name(-int(code))}" if int(code) < 0 else f"exited with code {code}"
+        return f"the training program {how} without writing a reason; see the job's log (the lines before it)"
+    from sagemaker_training import errors
+
+    said = str(error) if isinstance(error, errors.ClientError) else f"{type(error).__name__}: {error}"  # ours say why
+    return said.replace("\n", " ")
+
+
 def _write_toolkit_failure(message: str) -> None:
-    """The toolkit's failure writer, made safe: the program's own reason wins, the folder is created,
-    a full or read-only disk is logged instead of raised (which would make the toolkit exit 0)."""
+    """The toolkit's failure writer, made safe: the program's own reason wins unless the kernel's
+    out-of-memory killer struck, the cause comes first, the folder is created, and a full or
+    read-only disk is logged instead of raised (which would make the toolkit exit 0)."""
     from sagemaker_training import environment
 
-    if not (Path(environment.output_dir) / FAILURE_FILE).exists():
-        write_failure(Path(environment.output_dir), message)
+    failure = Path(environment.output_dir) / FAILURE_FILE
+    if oom_kills() > _oom_kills_at_start:
+        said = failure.read_text(errors="replace").strip() if failure.is_file() else ""
+        write_failure(failure.parent, describe_oom_kill() + (f"; the program said: {said}" if said else ""))
+    elif not failure.exists():
+        error = sys.exc_info()[1]
+        cause = "" if error is None else toolkit_cause(error)
+        write_failure(failure.parent, message if message.startswith(cause) else f"{cause}\n{message}")
 
 
-def exit_status(toolkit_code: int, output_dir: Path, finished: bool) -> int:
-    """The toolkit's exit code, except that 0 needs a finished program and a ``success`` file."""
+def _user() -> str:
+    return f"user {os.getuid()}:{os.getgid()}"
+
+
+def unwritable_folders(base: Path) -> str | None:
+    """Why the job cannot start, checked before the toolkit, whose import creates ``code/`` (and
+    dies without a word where it cannot), and before hours of training end in a model that cannot
+    be saved: a folder the job writes that this user may not, or no writable temporary folder."""
+    code = base / "code"
+    probe = code if code.is_dir() else code.parent
+    if not os.access(probe, os.W_OK) and not (code.is_dir() and any(code.iterdir())):
+        return (f"cannot write {code}, where the training toolkit keeps the job's program ({_user()}): "
+                f"{'the filesystem is read-only' if _read_only(probe) else 'permission denied'}; give this user a "
+                f"writable {base} (docker run -v ...:{base}), or at least a writable {code} and {base}/model, {base}/output")
+    for folder in (base / "model", base / "output"):
+        if folder.is_dir() and not os.access(folder, os.W_OK):
+            reason = "the filesystem is read-only" if _read_only(folder) else "permission denied"
+            return f"cannot write {folder} ({_user()}): {reason}; the job writes its results there"
+    try:
+        tempfile.gettempdir()
+    except OSError:
+        return ("no writable temporary folder (/tmp, /var/tmp, /usr/tmp): the root filesystem is read-only; "
+                "give the container a writable /tmp (docker run --tmpfs /tmp)")
+    return None
+
+
+def _read_only(folder: Path) -> bool:
+    return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+
+
+def exit_status(toolkit_code: int, output_dir: Path, finished: bool, stopped: bool = False) -> int:
+    """The toolkit's exit code, except that 0 needs a finished program and a ``success`` file, and
+    a job that a SIGTERM stopped exits 143 (128 + 15, as a shell reports it), not the toolkit's 1."""
     if toolkit_code != 0:
-        return toolkit_code
+        return 128 + signal.SIGTERM if stopped else toolkit_code
     if finished and (output_dir / "success").is_file():
         return 0
     reason = "the training program did not finish" if not finished else f"could not write {output_dir / 'success'}"
@@ -173,10 +315,24 @@ def exit_status(toolkit_code: int, output_dir: Path, finished: bool) -> int:
 
 
 def main() -> None:
+    global _oom_kills_at_start
     signal.signal(signal.SIGTERM, _forward)
+    _oom_kills_at_start = oom_kills()
+    base = Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
+    problem = unwritable_folders(base)
+    if problem:
+        log.error("train failed: %s", problem)
+        write_failure(base / "output", problem)
+        sys.exit(1)
     os.environ.setdefault("SAGEMAKER_TRAINING_MODULE", OUR_MODULE)
     from sagemaker_training import environment, files
     from sagemaker_training.cli.train import main as toolkit_train
+
+    try:
+        hyperparameters = environment.read_hyperparameters()
+    except Exception:  # an unreadable hyperparameters.json: the toolkit fails on it, and says why
+        hyperparameters = {}
+    choose_program(hyperparameters)
 
     files.write_failure_file = _write_toolkit_failure  # trainer.train calls it through the module
     try:
@@ -185,7 +341,7 @@ def main() -> None:
     except SystemExit as e:  # the toolkit always ends with sys.exit
         code = e.code if isinstance(e.code, int) else 1
     finished = _program_finished or os.environ["SAGEMAKER_TRAINING_MODULE"] != OUR_MODULE
-    sys.exit(exit_status(code, Path(environment.output_dir), finished))
+    sys.exit(exit_status(code, Path(environment.output_dir), finished, _stop_requested))
 
 
 if __name__ == "__main__":

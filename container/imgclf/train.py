@@ -15,6 +15,8 @@ import signal
 import sys
 import time
 import traceback
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,16 +27,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import lr_scheduler
 from torch.utils.data import DataLoader, DistributedSampler
+from torchvision import models
 
 from . import atomic, data, debugger, distributed, gpu, metrics, precision, report, stopping, tensorboard
 from .augment import augment_batch, pad_collate
-from .checkpoint import Checkpoints, open_run, run_settings
+from .checkpoint import Checkpoints, open_run, remove_leftovers, run_settings
 from .config import ConfigError, TrainingEnv
 from .hyperparameters import Hyperparameters, parse_hyperparameters
 from .distributed import Ranks
 from .failure import describe_os_error, write_failure
 from .logs import setup_logging
-from .model import ModelSpec, create_model, eval_image_spec, save_artifacts
+from .model import ModelSpec, create_model, eval_image_spec, imagenet_weights_filename, save_artifacts
 from .monitor import RuleMonitor
 from .preprocess import ImageSpec, normalize
 from .profiling import start_profiler, stop_profiler
@@ -286,7 +289,30 @@ def build_network(hp: Hyperparameters, env: TrainingEnv, num_classes: int, devic
     return model, network, criterion, hook, amp_dtype
 
 
+def check_weights_reachable(hp: Hyperparameters, env: TrainingEnv, timeout: float = 5.0) -> None:
+    """pretrained=true with neither a 'pretrained' channel nor torch's hub cache downloads the
+    weights: a job without internet access (network isolation, a VPC without egress) learns that
+    now, in seconds, rather than after loading its data."""
+    if not hp.pretrained or env.channel("pretrained") is not None:
+        return
+    filename = imagenet_weights_filename(hp.arch)
+    if (Path(torch.hub.get_dir()) / "checkpoints" / filename).is_file():
+        return
+    url = models.get_model_weights(hp.arch).DEFAULT.url
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # the server answered: the network is there, and the download says what went wrong
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"pretrained=true needs ImageNet weights ({filename}) and this job cannot download them ({url}: "
+            f"{getattr(e, 'reason', e)}): it has no internet access (network isolation, or a VPC without egress). "
+            f"Pass a 'pretrained' channel: upload {filename} (from {url}) to S3 once and give that prefix as the "
+            "job's 'pretrained' input; or set pretrained=false") from None
+
+
 def setup(hp: Hyperparameters, env: TrainingEnv) -> Job:
+    check_weights_reachable(hp, env)
     ranks = Ranks(env.rank, env.world_size, env.local_rank, env.local_world_size)
     device = gpu.select_device(env.local_rank, env.allow_cpu)
     distributed.start(ranks, device)
@@ -331,6 +357,8 @@ def save_model(job: Job) -> None:
 def resume(job: Job) -> None:
     """Continue this run from its checkpoint (or, with resume-from, another job's), if there is one."""
     settings = run_settings(job.hp, [c.folder for c in job.classes])
+    if job.ranks.is_main:
+        remove_leftovers(job.env.checkpoint_dir)
     job.checkpoints, saved = open_run(job.env.checkpoint_dir, job.env.job_name, settings, job.hp.resume_from)
     if not job.ranks.same_on_all(None if saved is None else saved["epoch"]):
         raise ConfigError(f"the hosts' checkpoints in {job.env.checkpoint_dir} differ; give every host the same one")

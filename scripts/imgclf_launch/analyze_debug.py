@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--region", default=None)
     parser.add_argument("--out", type=Path, default=Path("debug_analysis.png"))
     args = parser.parse_args(argv)
+    try:
+        from smdebug.trials import create_trial
+    except ImportError as e:
+        raise LaunchError(f"{e}: reading a Debugger trial needs smdebug 1.0.34 and matplotlib, not in the launchers' "
+                          "requirements: use the project's .venv (make venv) or pip install -r container/requirements.txt") from None
 
     path = args.path
     if args.job:
@@ -89,8 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     if not path.startswith("s3://") and not (Path(path) / "collections").is_dir():
         print(f"error: no Debugger output under {path} (smdebug would wait for it forever)", file=sys.stderr)
         return 1
-    from smdebug.trials import create_trial
-
     trial = create_trial(path)  # on S3 it waits for a running job's first tensors
     if not trial.steps():
         print(f"error: no steps saved under {path}", file=sys.stderr)

@@ -2,21 +2,34 @@
 
     python scripts/deploy.py --model-data s3://BUCKET/imgclf/JOB/output/model.tar.gz --endpoint dogs
     python scripts/deploy.py --model-data JOB_NAME --endpoint dogs --autoscale-max 4
+    python scripts/deploy.py --model-data JOB_NAME --endpoint dogs-async --async s3://BUCKET/async-answers
+    python scripts/deploy.py --model-data JOB_NAME --endpoint dogs-sls --serverless --memory-mb 6144
     python scripts/deploy.py --delete --endpoint dogs
     python scripts/deploy.py ... --dry-run      # print every request (CreateModel ... PutScalingPolicy), send none
 
 On GPU instance types the endpoint config asks for an inference AMI whose NVIDIA driver runs the
 image's CUDA 13.0 torch (InferenceAmiVersion, see flags.INFERENCE_AMI_VERSIONS); on CPU types none.
+
+--async makes an asynchronous endpoint (AsyncInferenceConfig): requests wait in SageMaker's queue,
+payloads up to 1 GB come from S3 and answers go to the given S3 prefix, each may take up to an hour
+(InvokeEndpointAsync's InvocationTimeoutSeconds, at most 3,600); the container's own body limit and
+deadline are raised to match (ASYNC_ENVIRONMENT). --serverless makes a serverless endpoint
+(ProductionVariantServerlessConfig): CPU only, 4 MB payloads, 60 s per request, no VPC or network
+isolation (AWS, "Serverless Inference"). --env sets any other variable of the container.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
-from . import aws_errors, backends, flags
+from . import aws_errors, backends, flags, local_containers
 from .dryrun import DryRun
-from .jobs import Deployment
+from .jobs import Deployment, Serverless, Target
+
+# The container's body limit and deadline at an asynchronous endpoint's (1 GB payloads, one hour).
+ASYNC_ENVIRONMENT = {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "1024", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3600"}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -32,6 +45,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--inference-ami-version", default="auto",
                         choices=("auto", "none", *flags.INFERENCE_AMI_VERSIONS),
                         help=f"auto: {flags.INFERENCE_AMI_VERSIONS[0]} on GPU instance types, none on CPU types")
+    flags.add_environment_arg(parser)
+    parser.add_argument("--async", dest="async_output", metavar="S3_OUTPUT_PATH",
+                        help="an asynchronous endpoint writing its answers under this s3:// prefix")
+    parser.add_argument("--serverless", action="store_true", help="a serverless endpoint (CPU only)")
+    parser.add_argument("--memory-mb", type=flags.at_least(1024, 6144), default=6144,
+                        help="serverless memory, 1024 to 6144 in steps of 1024 (more memory, more vCPUs)")
+    parser.add_argument("--max-concurrency", type=flags.at_least(1, 200), default=5, help="serverless requests at once")
     parser.add_argument("--delete", action="store_true", help="delete the endpoint, its config and its model")
     return parser.parse_args(argv)
 
@@ -45,24 +65,85 @@ def checked(args: argparse.Namespace) -> argparse.Namespace:
     args.model_data = flags.model_data(args.model_data, args.local)
     if args.autoscale_max is not None and args.local:
         raise flags.LaunchError("--autoscale-max: local mode has no autoscaling")
+    check_hosting(args)
+    args.environment = flags.environment(args.env, ASYNC_ENVIRONMENT if args.async_output else {})
     if args.autoscale_max is not None and args.autoscale_max <= args.instance_count:
         raise flags.LaunchError(f"--autoscale-max {args.autoscale_max} must be above --instance-count {args.instance_count}, "
                                 "where scaling starts")
     return args
 
 
+def check_hosting(args: argparse.Namespace) -> None:
+    """Refuse what SageMaker or local mode cannot host: serverless is CPU only, sized by memory, and
+    scales itself; local mode has neither async nor serverless endpoints."""
+    if args.async_output:
+        if args.local:
+            raise flags.LaunchError("--async: the SDK's local mode has no asynchronous endpoints (drop --local)")
+        if args.serverless:
+            raise flags.LaunchError("--async and --serverless: an asynchronous endpoint runs on instances (drop one)")
+        flags.in_s3("--async", args.async_output, local=False)
+    if not args.serverless:
+        return
+    if args.local:
+        raise flags.LaunchError("--serverless: the SDK's local mode has no serverless endpoints (drop --local)")
+    if args.instance_type and flags.GPU_INSTANCE.match(args.instance_type):
+        raise flags.LaunchError(f"--serverless with --instance-type {args.instance_type}: serverless endpoints have no GPUs "
+                                "(and no instance type: drop it)")
+    if args.instance_type or args.instance_count != 1 or args.autoscale_max or args.inference_ami_version not in ("auto", "none"):
+        raise flags.LaunchError("--serverless: SageMaker picks and scales the machines; drop --instance-type, "
+                                "--instance-count, --autoscale-max and --inference-ami-version (size it with --memory-mb)")
+    if args.memory_mb % 1024:
+        raise flags.LaunchError(f"--memory-mb {args.memory_mb}: serverless memory comes in steps of 1024 MB")
+
+
+def deployment(args: argparse.Namespace, model_data: str, instance_type: str) -> Deployment:
+    serverless = Serverless(args.memory_mb, args.max_concurrency) if args.serverless else None
+    return Deployment(model_data=model_data, endpoint_name=args.endpoint, async_output=args.async_output,
+                      environment=args.environment, serverless=serverless,
+                      ami=None if serverless else flags.inference_ami_version(instance_type, args.inference_ami_version))
+
+
+def serve_locally(args: argparse.Namespace, target: Target) -> None:
+    """Local mode keeps its endpoint in this process: deploy, say so, and hold it until it is stopped
+    (Ctrl-C, SIGTERM, or deploy.py --delete --local from another shell), then clean up."""
+    name = args.endpoint
+    with local_containers.owned(name), local_containers.staged_model(args.model_data) as model_data:
+        backend = backends.connect(target)
+        spec = deployment(args, model_data, target.instance_type)
+        backend.deploy(replace(spec, environment=spec.environment | {local_containers.LOCAL_NAME: name}), wait=True)
+        print(f"endpoint {name} is in service on http://localhost:{local_containers.PORT}: python scripts/invoke.py IMAGE "
+              f"--endpoint {name} --local\nthis command holds it: stop it with Ctrl-C, or from another shell with "
+              f"python scripts/deploy.py --delete --local --endpoint {name}", flush=True)
+        why = local_containers.hold(name)
+        backend.delete_endpoint(name)  # local mode's own cleanup: its compose process and temporary folder
+    print(f"endpoint {name} stopped ({why})")
+
+
+def delete_locally(name: str) -> None:
+    """Stop the container of local endpoint ``name``, whichever process holds it."""
+    stopped = local_containers.stop(name)
+    if not stopped:
+        raise flags.LaunchError(f"no local endpoint {name} is running (no container with "
+                                f"{local_containers.LOCAL_NAME}={name} in docker ps)")
+    print(f"deleted local endpoint {name} (container {', '.join(stopped)})")
+
+
 @aws_errors.one_line_errors
 def main(argv: list[str] | None = None) -> int:
     args = checked(parse(argv))
     target = flags.target_from(args, "deploy --delete" if args.delete else "deploy")
+    if target.local and args.delete:
+        delete_locally(args.endpoint)
+        return 0
+    if target.local:
+        serve_locally(args, target)
+        return 0
     dry_run = DryRun() if target.dry_run else None
     backend = backends.connect(target, dry_run)
     if args.delete:
         backend.delete_endpoint(args.endpoint)
     else:
-        deployment = Deployment(model_data=backend.model_data_of(args.model_data), endpoint_name=args.endpoint,
-                                ami=flags.inference_ami_version(target.instance_type, args.inference_ami_version))
-        backend.deploy(deployment, wait=dry_run is None)
+        backend.deploy(deployment(args, backend.model_data_of(args.model_data), target.instance_type), wait=dry_run is None)
         if args.autoscale_max is not None:
             backend.autoscale(args.endpoint, target.instance_count, args.autoscale_max, args.invocations_per_instance)
     if dry_run is not None:
@@ -70,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.delete:
         print(f"deleted endpoint {args.endpoint}")
     else:
-        print(f"endpoint {args.endpoint} is in service: python scripts/invoke.py IMAGE --endpoint {args.endpoint}"
-              + (" --local" if target.local else ""))
+        print(f"endpoint {args.endpoint} is in service: python scripts/invoke.py IMAGE --endpoint {args.endpoint}")
     return 0
 
 

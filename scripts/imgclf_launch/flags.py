@@ -100,8 +100,11 @@ def add_settings(parser: argparse.ArgumentParser, launcher: str) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print every API request instead of sending it")
 
 
+DEFAULT_INSTANCE_TYPE = "ml.g4dn.xlarge"
+
+
 def add_instance_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--instance-type", default="ml.g4dn.xlarge")
+    parser.add_argument("--instance-type", help=f"default {DEFAULT_INSTANCE_TYPE}")
     parser.add_argument("--instance-count", type=at_least(1), default=1)
 
 
@@ -111,6 +114,52 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                              "sagemaker_torch_distributed_enabled); on by itself for one multi-GPU instance")
     parser.add_argument("--spot", action="store_true", help="managed spot training (checkpoints resume the job)")
     parser.add_argument("--max-run", type=at_least(1), default=4 * 3600, help="seconds")
+    parser.add_argument("--pretrained", metavar="URI",
+                        help="ImageNet weights as the job's 'pretrained' channel: an s3:// prefix or .pth object "
+                             "(prepare_data.py --weights stages them), or a local file or folder with --local; "
+                             "jobs under network isolation cannot download them")
+
+
+def pretrained_channel(source: str | None, local: bool) -> dict[str, str]:
+    """The 'pretrained' channel (the container loads the arch's .pth from it): an S3 prefix, one S3
+    object (S3Prefix matches the key itself), or a local file or folder in local mode."""
+    if not source:
+        return {}
+    if source.startswith("s3://"):
+        return {"pretrained": source if source.endswith((".pth", ".pt")) else prefix_uri(source)}
+    if not local:
+        raise LaunchError(f"--pretrained {source}: SageMaker reads s3:// only (prepare_data.py --weights stages the "
+                          "file there; a local file needs --local)")
+    path = Path(source.removeprefix("file://")).resolve()
+    if not path.exists():
+        raise LaunchError(f"--pretrained {source}: no such file or folder")
+    return {"pretrained": prefix_uri(str(path))}
+
+
+# CreateModel's PrimaryContainer.Environment (botocore's SageMaker service model: EnvironmentMap, at
+# most 100 entries; EnvironmentKey pattern below; EnvironmentValue at most 1,024 characters).
+ENVIRONMENT_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+MAX_ENVIRONMENT, MAX_ENVIRONMENT_VALUE = 100, 1024
+
+
+def add_environment_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="a variable for the serving container (repeatable), e.g. SAGEMAKER_MODEL_SERVER_TIMEOUT=120")
+
+
+def environment(pairs: list[str], defaults: dict[str, str] | None = None) -> dict[str, str]:
+    """--env KEY=VALUE pairs over ``defaults``, each checked as CreateModel checks it."""
+    variables = dict(defaults or {})
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not ENVIRONMENT_KEY.fullmatch(key):
+            raise LaunchError(f"--env {pair}: expected KEY=VALUE with KEY of letters, digits and _ (not starting with a digit)")
+        if len(value) > MAX_ENVIRONMENT_VALUE:
+            raise LaunchError(f"--env {key}: the value is {len(value)} characters; SageMaker takes at most {MAX_ENVIRONMENT_VALUE}")
+        variables[key] = value
+    if len(variables) > MAX_ENVIRONMENT:
+        raise LaunchError(f"--env: {len(variables)} variables; SageMaker takes at most {MAX_ENVIRONMENT}")
+    return variables
 
 
 def check_local_and_dry_run(local: bool, dry_run: bool) -> None:
@@ -167,7 +216,7 @@ def target_from(args: argparse.Namespace, action: str) -> Target:
             in_s3(flag, values[flag], args.local)
     if not args.local:
         check_region(values["--region"])
-    instance_type = getattr(args, "instance_type", "local")
+    instance_type = getattr(args, "instance_type", "local") or DEFAULT_INSTANCE_TYPE
     if args.local and not instance_type.startswith("local"):
         instance_type = "local"
     return Target(region=values["--region"], image_uri=values.get("--image-uri") or "", role=values.get("--role") or "",

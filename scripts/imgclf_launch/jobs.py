@@ -107,11 +107,28 @@ class TuningResult:
     hyperparameters: dict[str, str]
 
 
+@dataclass(frozen=True)
+class Serverless:
+    """ProductionVariantServerlessConfig: memory (1024-6144 MB, which also sets the vCPUs) and
+    requests served at once."""
+
+    memory_mb: int
+    max_concurrency: int
+
+
 @dataclass(frozen=True, kw_only=True)
 class Deployment:
     model_data: str
     endpoint_name: str
     ami: str | None = None
+    environment: dict[str, str] = field(default_factory=dict)  # the container's variables
+    async_output: str | None = None  # an asynchronous endpoint: where SageMaker writes each answer
+    serverless: Serverless | None = None
+
+    @property
+    def async_failures(self) -> str | None:
+        """Where an asynchronous endpoint writes the errors of failed requests: beside the answers."""
+        return f"{self.async_output.rstrip('/')}/failures" if self.async_output else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,3 +142,4 @@ class Transform:
     max_concurrent_transforms: int | None = None  # None: SageMaker asks the container's /execution-parameters
     max_payload_mb: int | None = None
     ami: str | None = None
+    environment: dict[str, str] = field(default_factory=dict)  # the container's variables

@@ -69,11 +69,15 @@ def main() -> int:
     parser.add_argument("--base", type=Path, default=REPO / "build" / "opt_ml",
                         help="the /opt/ml stand-in (recreated, but checkpoints/ is kept: delete it to start over)")
     parser.add_argument("--hyperparameters", type=Path, help="a hyperparameters.json to start from")
+    parser.add_argument("--pretrained", type=Path, help="ImageNet weights (.pth), or a folder holding them: the "
+                        "'pretrained' channel (a file's folder is mounted)")
     parser.add_argument("overrides", nargs="*", metavar="NAME=VALUE", help="hyperparameters on top of the file")
     args = parser.parse_args()
     hyperparameters = json.loads(args.hyperparameters.read_text()) if args.hyperparameters else {}
     hyperparameters.update(item.split("=", 1) for item in args.overrides)
     channels = {p.name: p for p in sorted(args.data.iterdir()) if p.is_dir()}
+    if args.pretrained:
+        channels["pretrained"] = args.pretrained if args.pretrained.is_dir() else args.pretrained.parent
     layout(args.base, channels, hyperparameters)
     result = run_train(args.base)
     failure = args.base / "output" / "failure"

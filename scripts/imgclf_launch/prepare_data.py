@@ -2,8 +2,11 @@
 
     python scripts/prepare_data.py --bucket BUCKET --prefix dogs                 # download, unzip, upload
     python scripts/prepare_data.py --bucket BUCKET --prefix mine --source path/to/tree_or.zip
+    python scripts/prepare_data.py --bucket BUCKET --prefix weights --weights resnet50   # ImageNet weights, once
 
-Uploads use boto3's managed transfer (multipart for large files) and skip objects already in S3
+--weights stages torchvision's ImageNet weights for an arch (or a given URL or .pth file) in S3,
+for the launchers' --pretrained: jobs under network isolation (EnableNetworkIsolation, or a VPC
+without a route out) cannot download them. Uploads use boto3's managed transfer (multipart for large files) and skip objects already in S3
 with the same size, so a rerun finishes what an interrupted one started. Prints the --data value
 for tune.py and train_debug.py.
 """
@@ -110,6 +113,46 @@ def dry_run_plan(source: str, work: Path, destination: str) -> str:
     return f"channels in {source}: {counts}\nwould upload {sum(counts.values())} files to {destination} (dry run)"
 
 
+def weights_source(given: str) -> str:
+    """A URL or file as given; an arch name (resnet50) as torchvision's URL for its ImageNet weights."""
+    if given.startswith(("https://", "http://")) or Path(given).is_file():
+        return given
+    try:
+        from torchvision import models
+    except ImportError:
+        raise SystemExit(f"error: --weights {given}: no such file; torchvision, which knows each arch's URL, is not "
+                         "installed: give the URL (https://download.pytorch.org/models/...) instead") from None
+    try:
+        return models.get_model_weights(given).DEFAULT.url
+    except (ValueError, KeyError):
+        raise SystemExit(f"error: --weights {given}: not a file, a URL or a torchvision model name") from None
+
+
+def stage_weights(given: str, work: Path, bucket: str, prefix: str, s3) -> str:
+    """Download the weights once (or take the local file) and upload them unless S3 has them; returns their URI."""
+    source = weights_source(given)
+    path = download(source, work / Path(source).name) if source.startswith(("https://", "http://")) else Path(source)
+    key = f"{prefix.strip('/')}/{path.name}"
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
+    if any(o["Key"] == key and o["Size"] == path.stat().st_size for o in listed):
+        print(f"s3://{bucket}/{key} already in S3")
+    else:
+        s3.upload_file(str(path), bucket, key)
+    return f"s3://{bucket}/{key}"
+
+
+def weights_main(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        print(f"would stage the ImageNet weights {args.weights} under s3://{args.bucket}/{args.prefix.strip('/')}/ (dry run)")
+        return 0
+    import boto3
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    uri = stage_weights(args.weights, args.work, args.bucket, args.prefix, boto3.client("s3", region_name=args.region))
+    print(f"use --pretrained {uri}")
+    return 0
+
+
 @one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,9 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", default=DOGS_URL, help="a URL or local .zip, or a local folder (default: the dog dataset)")
     parser.add_argument("--work", type=Path, default=Path("build/data"), help="where downloads are kept and unpacked")
     parser.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+    parser.add_argument("--weights", metavar="ARCH_URL_OR_FILE",
+                        help="stage ImageNet weights instead of data: an arch (torchvision's URL), a URL or a .pth file")
     parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded; no S3 call")
     args = parser.parse_args(argv)
     destination = f"s3://{args.bucket}/{args.prefix.strip('/')}/"
+    if args.weights:
+        return weights_main(args)
+    if not args.source.startswith(("https://", "http://")) and not Path(args.source).exists():
+        raise SystemExit(f"error: --source {args.source}: no such file or folder (a URL, a .zip, or a folder holding train/)")
     if args.dry_run:
         print(dry_run_plan(args.source, args.work, destination))
         return 0

@@ -67,7 +67,8 @@ def training_job(target: Target, args: argparse.Namespace, rules_source: str | N
     tensorboard = f"{target.output_path}/tensorboard" if (target.output_path or "").startswith("s3://") else None
     hyperparameters = hyperparameters_from(args.hyperparameters)
     arch = parse_hyperparameters([f"--{name}={value}" for name, value in hyperparameters.items()]).arch
-    return TrainingJob(hyperparameters=hyperparameters, channels=flags.channels(target.data),
+    channels = flags.channels(target.data) | flags.pretrained_channel(args.pretrained, target.local)
+    return TrainingJob(hyperparameters=hyperparameters, channels=channels,
                        name=timestamped("imgclf"), tensorboard_s3=tensorboard,
                        debugger=debugger.settings(target.output_path, args.custom_rule_image, rules_source, arch)
                        if with_debugger else None)

@@ -17,11 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from . import aws_errors, backends, flags
+from . import aws_errors, backends, flags, local_containers
 from .dryrun import DryRun
-from .jobs import Transform
+from .jobs import Target, Transform
+from .names import timestamped
 from .paths import REPO
 
 
@@ -39,6 +41,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--transform-ami-version", default="auto",
                         choices=("auto", "none", "al2-ami-sagemaker-batch-gpu-535", "al2-ami-sagemaker-batch-gpu-470"),
                         help=f"auto: {flags.TRANSFORM_AMI_VERSION} on GPU instance types, none on CPU types")
+    flags.add_environment_arg(parser)
     parser.add_argument("--no-wait", action="store_true", help="start the job and return")
     return parser.parse_args(argv)
 
@@ -69,33 +72,46 @@ def check_limits(args: argparse.Namespace) -> None:
                                 f"{args.max_payload_mb} is over SageMaker's limit of {flags.MAX_PAYLOAD_MB} MB")
 
 
+def run_locally(target: Target, spec: Transform) -> None:
+    """Local mode: the port checked first, the model tarball staged in a temporary folder, and the
+    serving container stopped however the job ends (local mode leaves it up when a job fails)."""
+    name = timestamped("imgclf-transform")
+    output, source = Path(spec.output_path.removeprefix("file://")), Path(spec.input.removeprefix("file://"))
+    output.mkdir(parents=True, exist_ok=True)
+    warn_about_subfolders(source)
+    with local_containers.owned(name), local_containers.staged_model(spec.model_data) as model_data:
+        backend = backends.connect(target)
+        backend.transform(replace(spec, model_data=model_data,
+                                  environment=spec.environment | {local_containers.LOCAL_NAME: name}), wait=True)
+    summarize(output, source)
+
+
 @aws_errors.one_line_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     target = flags.target_from(args, "transform")
     flags.in_s3("--input", args.input, target.local)
     check_limits(args)
+    environment = flags.environment(args.env)
     model_data = flags.model_data(args.model_data, target.local)
     output = target.output_path or str(REPO / "build" / "transform")  # on SageMaker target_from asks for one
-    dry_run = DryRun() if target.dry_run else None
-    backend = backends.connect(target, dry_run)
-    spec = Transform(model_data=backend.model_data_of(model_data), input=flags.prefix_uri(args.input),
+    spec = Transform(model_data=model_data, input=flags.prefix_uri(args.input),
                      output_path=output if output.startswith("s3://") else flags.prefix_uri(output),
                      content_type=args.content_type, max_concurrent_transforms=args.max_concurrent_transforms,
-                     max_payload_mb=args.max_payload_mb,
+                     max_payload_mb=args.max_payload_mb, environment=environment,
                      ami=None if target.local else flags.transform_ami_version(target.instance_type, args.transform_ami_version))
     if target.local:
-        Path(spec.output_path.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
-        warn_about_subfolders(Path(spec.input.removeprefix("file://")))
-    result = backend.transform(spec, wait=dry_run is None and not args.no_wait)
+        run_locally(target, spec)
+        return 0
+    dry_run = DryRun() if target.dry_run else None
+    backend = backends.connect(target, dry_run)
+    result = backend.transform(replace(spec, model_data=backend.model_data_of(model_data)),
+                               wait=dry_run is None and not args.no_wait)
     if dry_run is not None:
         dry_run.print()
-    elif target.local:
-        summarize(Path(result.removeprefix("file://")), Path(spec.input.removeprefix("file://")))
     else:
         print(f"one JSON document per image: {result.rstrip('/')}/<key under {spec.input}>.out")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

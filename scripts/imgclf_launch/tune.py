@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     target = flags.target_from(args, "tune")
     check_search_space(SEARCH_SPACE)  # every value the tuner may send is one the container accepts
-    job = TrainingJob(hyperparameters=checked(STATIC), channels=flags.channels(target.data))
+    channels = flags.channels(target.data) | flags.pretrained_channel(args.pretrained, target.local)
+    job = TrainingJob(hyperparameters=checked(STATIC), channels=channels)
     tuning = Tuning(search_space=SEARCH_SPACE, max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs)
     dry_run = DryRun() if target.dry_run else None
     result = backends.connect(target, dry_run).tune(job, tuning, wait=dry_run is None)

@@ -13,14 +13,14 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from ..config import ServingConfig
 from ..model import load_artifacts
-from ..preprocess import ImageTooLarge
+from ..preprocess import ImageTooLarge, UnsupportedFormat
 from . import codecs
 from .health import BROKEN, LOADING, WARMED, Health
 from .predictor import Abandoned, BadImage, Predictor, Ticket
@@ -30,12 +30,8 @@ log = logging.getLogger(__name__)
 START_HEADER = "X-Imgclf-Start"  # set by nginx: when it handed the request over (epoch seconds)
 
 
-def _json(status: int, body: bytes) -> Response:
-    return Response(body, status=status, mimetype=codecs.JSON)
-
-
 def _error(status: int, message: str) -> Response:
-    return _json(status, codecs.encode_error(status, message))
+    return Response(codecs.encode_error(status, message), status=status, mimetype=codecs.JSON)
 
 
 def load_model(config: ServingConfig) -> tuple | str:
@@ -120,28 +116,50 @@ def create_app(config: ServingConfig, loaded: tuple | str, health: Health | None
 
 
 def _invoke(predictor: Predictor, config: ServingConfig) -> Response:
-    if not codecs.accepts_json(request.headers.get("Accept")):
-        return _error(406, f"Accept {request.headers.get('Accept')!r} is not supported; use {codecs.JSON}")
+    """The stages of one request: decode the body (codecs), then decode, batch, predict and unbatch
+    its images (Predictor.classify), then encode the answer (codecs)."""
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         return _error(415, f"Content-Encoding {encoding!r} is not supported; send the body uncompressed")
+    kind = codecs.request_type(request.mimetype)
+    answer = codecs.response_type(request.accept_mimetypes, kind.answer)
     ticket = _ticket(config.timeout)
     body = request.get_data(cache=False)
     if not body:
         raise codecs.RequestError(400, "request body is empty: send an image or JSON")
-    parsed = codecs.decode_request(body, request.content_type, config.max_images_per_request)
-    top_k = parsed.top_k or codecs.top_k_from(
-        request.args, request.headers.get("X-Amzn-SageMaker-Custom-Attributes")
-    ) or config.default_top_k
+    images, top_k = kind.split(body, config.max_images_per_request)
+    top_k = top_k or codecs.top_k_from(
+        _query(), request.headers.get("X-Amzn-SageMaker-Custom-Attributes")) or config.default_top_k
     try:
-        predictions = predictor.classify(parsed.images, top_k, ticket)
+        predictions = _classify(predictor, images, top_k, ticket, kind.formats, config.max_images_per_request)
     except BadImage as e:
-        where = f"instances[{e.index}]: " if request.mimetype == codecs.JSON else ""
-        raise codecs.RequestError(413 if isinstance(e.error, ImageTooLarge) else 400, where + str(e)) from None
+        where = kind.item.format(i=e.index, n=e.index + 1)
+        status = 413 if isinstance(e.error, ImageTooLarge) else 415 if isinstance(e.error, UnsupportedFormat) else 400
+        raise codecs.RequestError(status, f"{where}: {e}" if where else str(e)) from None
     except Abandoned as e:
         log.warning("request dropped: %s", e)
         return _error(503, f"{e} (the limit is {config.timeout} s); retry or send fewer images")
-    return _json(200, codecs.encode_predictions(predictions))
+    return Response(codecs.RESPONSE_TYPES[answer].encode(predictions), status=200, mimetype=answer)
+
+
+def _classify(predictor: Predictor, images: list[bytes], top_k: int, ticket: Ticket,
+              formats: tuple[str, ...] | None, at_once: int) -> list[list[dict]]:
+    """At most ``at_once`` images decoded at a time: a JSON Lines body of many small images costs
+    their crops in slices, not all together."""
+    predictions: list[list[dict]] = []
+    for start in range(0, len(images), at_once):
+        try:
+            predictions += predictor.classify(images[start : start + at_once], top_k, ticket, formats)
+        except BadImage as e:
+            raise BadImage(start + e.index, e.error) from None
+    return predictions
+
+
+def _query() -> Mapping[str, str]:
+    try:
+        return request.args
+    except UnicodeDecodeError:
+        raise codecs.RequestError(400, "the query string is not valid UTF-8") from None
 
 
 def _register_error_handlers(app: Flask, config: ServingConfig) -> None:

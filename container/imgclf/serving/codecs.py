@@ -1,18 +1,19 @@
-"""Request bodies -> image bytes and options; predictions -> response bodies."""
+"""What /invocations takes and gives: one table of request Content-Types, one of Accept values,
+one of the statuses the server answers. A new type is one entry; the tests and the manual read
+these tables (the SageMaker inference toolkit's decoder and encoder maps, as a table).
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-JSON = "application/json"
-IMAGE_TYPES = frozenset({
-    "image/jpeg", "image/jpg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff",
-    "application/x-image", "application/octet-stream",
-})
+from werkzeug.datastructures import MIMEAccept
+
+JSON, JSON_LINES = "application/json", "application/jsonlines"
 
 
 class RequestError(Exception):
@@ -25,9 +26,22 @@ class RequestError(Exception):
 
 
 @dataclass(frozen=True)
-class Request:
-    images: list[bytes]
-    top_k: int | None  # None: not given in the body
+class RequestType:
+    """``split``: body -> (image payloads, top_k from the body); ``formats``: the Pillow formats its
+    images may be (None: every format the decoder accepts); ``item``: how an error names image i;
+    ``answer``: the response type when Accept allows any."""
+
+    split: Callable[[bytes, int], tuple[list[bytes], int | None]]
+    formats: tuple[str, ...] | None
+    doc: str
+    item: str = ""
+    answer: str = JSON
+
+
+@dataclass(frozen=True)
+class ResponseType:
+    encode: Callable[[list[list[dict]]], bytes]
+    doc: str
 
 
 def _top_k_value(value: object, where: str) -> int:
@@ -42,11 +56,24 @@ def _top_k_value(value: object, where: str) -> int:
     return number
 
 
-def _decode_json(body: bytes, max_images: int) -> Request:
+def _json_value(text: bytes, where: str) -> object:
     try:
-        document = json.loads(body)
+        return json.loads(text)
     except (ValueError, RecursionError) as e:
-        raise RequestError(400, f"body is not valid JSON ({type(e).__name__}: {str(e)[:120]})") from None
+        raise RequestError(400, f"{where} is not valid JSON ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def _image(record: object, where: str) -> bytes:
+    if not isinstance(record, dict) or not isinstance(record.get("b64"), str):
+        raise RequestError(400, f'{where} must be an object with a "b64" string')
+    try:
+        return base64.b64decode(record["b64"], validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(400, f"{where}.b64 is not valid base64") from None
+
+
+def _split_json(body: bytes, max_images: int) -> tuple[list[bytes], int | None]:
+    document = _json_value(body, "body")
     if not isinstance(document, dict) or not isinstance(document.get("instances"), list):
         raise RequestError(400, 'JSON body must be an object like {"instances": [{"b64": "<base64 image>"}, ...]}')
     instances = document["instances"]
@@ -54,28 +81,76 @@ def _decode_json(body: bytes, max_images: int) -> Request:
         raise RequestError(400, '"instances" is empty: send at least one {"b64": "<base64 image>"}')
     if len(instances) > max_images:
         raise RequestError(413, f"{len(instances)} instances in one request; the limit is {max_images}")
-    images = []
-    for i, instance in enumerate(instances):
-        if not isinstance(instance, dict) or not isinstance(instance.get("b64"), str):
-            raise RequestError(400, f'instances[{i}] must be an object with a "b64" string')
-        try:
-            images.append(base64.b64decode(instance["b64"], validate=True))
-        except (binascii.Error, ValueError):
-            raise RequestError(400, f"instances[{i}].b64 is not valid base64") from None
     top_k = document.get("top_k")
-    return Request(images, None if top_k is None else _top_k_value(top_k, "the JSON body"))
+    images = [_image(instance, f"instances[{i}]") for i, instance in enumerate(instances)]
+    return images, None if top_k is None else _top_k_value(top_k, "the JSON body")
 
 
-def decode_request(body: bytes, content_type: str | None, max_images: int) -> Request:
-    """Split a request by Content-Type into raw image payloads (not yet decoded)."""
-    mimetype = (content_type or "").split(";")[0].strip().lower()
-    if not mimetype:
-        raise RequestError(415, f"Content-Type is required: one of {JSON}, {', '.join(sorted(IMAGE_TYPES))}")
-    if mimetype == JSON:
-        return _decode_json(body, max_images)
-    if mimetype in IMAGE_TYPES:
-        return Request([body], None)
-    raise RequestError(415, f"Content-Type {mimetype!r} is not supported; use {JSON} or one of {', '.join(sorted(IMAGE_TYPES))}")
+def _split_lines(body: bytes, _max_images: int) -> tuple[list[bytes], int | None]:
+    """As many lines as the body limit allows: batch transform fills each request up to
+    MaxPayloadInMB, whatever the count (the server classifies them max_images at a time)."""
+    lines = body.splitlines()  # a last newline ends the last record; it starts no new one
+    return [_image(_json_value(line, f"line {n}"), f"line {n}") for n, line in enumerate(lines, 1)], None
+
+
+def _split_raw(body: bytes, max_images: int) -> tuple[list[bytes], int | None]:
+    return [body], None
+
+
+def _image_type(formats: tuple[str, ...] | None, doc: str) -> RequestType:
+    return RequestType(_split_raw, formats, doc)
+
+
+REQUEST_TYPES: dict[str, RequestType] = {
+    "image/jpeg": _image_type(("JPEG",), "one JPEG image"),
+    "image/jpg": _image_type(("JPEG",), "one JPEG image (a common misspelling of image/jpeg)"),
+    "image/png": _image_type(("PNG",), "one PNG image"),
+    "image/webp": _image_type(("WEBP",), "one WebP image"),
+    "image/bmp": _image_type(("BMP",), "one BMP image"),
+    "image/gif": _image_type(("GIF",), "one GIF image (its first frame)"),
+    "image/tiff": _image_type(("TIFF",), "one TIFF image"),
+    "application/x-image": _image_type(None, "one image in any accepted format (SageMaker's built-in algorithms' type)"),
+    "application/octet-stream": _image_type(None, "one image in any accepted format (the SageMaker SDK's default)"),
+    JSON: RequestType(_split_json, None, '`{"instances": [{"b64": "<base64 image>"}, ...], "top_k": 3}`: '
+                      "several images, run as one batch", item="instances[{i}]"),
+    JSON_LINES: RequestType(_split_lines, None, 'one `{"b64": "<base64 image>"}` per line (batch transform '
+                            "MultiRecord with SplitType Line)", item="line {n}", answer=JSON_LINES),
+}
+
+
+def _encode_json(predictions: list[list[dict]]) -> bytes:
+    return json.dumps({"predictions": predictions}).encode()
+
+
+def _encode_lines(predictions: list[list[dict]]) -> bytes:
+    return b"".join(json.dumps(ranked).encode() + b"\n" for ranked in predictions)
+
+
+RESPONSE_TYPES: dict[str, ResponseType] = {
+    JSON: ResponseType(_encode_json, '`{"predictions": [[{"label": ..., "index": ..., "probability": ...}, ...]]}`: '
+                       "one ranked list per image"),
+    JSON_LINES: ResponseType(_encode_lines, "one ranked list per line, line i for image (or input line) i"),
+}
+
+
+def request_type(mimetype: str) -> RequestType:
+    """How to split a body of this Content-Type (``mimetype``: lower case, no parameters)."""
+    kind = REQUEST_TYPES.get(mimetype)
+    if kind is None:
+        what = f"Content-Type {mimetype!r} is not supported" if mimetype else "Content-Type is required"
+        raise RequestError(415, f"{what}; use one of {', '.join(REQUEST_TYPES)}")
+    return kind
+
+
+def response_type(accept: MIMEAccept, preferred: str) -> str:
+    """The Accept value to answer in: ``preferred`` when the client allows any (no Accept header, or
+    an empty one, allows anything: RFC 9110 12.5.1). Parameters such as charset do not matter."""
+    bare = MIMEAccept([(value.split(";")[0].strip(), quality) for value, quality in accept])
+    offers = [preferred, *(name for name in RESPONSE_TYPES if name != preferred)]
+    best = bare.best_match(offers, default=None if accept else preferred)
+    if best is None:
+        raise RequestError(406, f"Accept {accept.to_header()!r} is not supported; use one of {', '.join(RESPONSE_TYPES)}")
+    return best
 
 
 def top_k_from(query: Mapping[str, str], custom_attributes: str | None) -> int | None:
@@ -89,30 +164,56 @@ def top_k_from(query: Mapping[str, str], custom_attributes: str | None) -> int |
     return None
 
 
-def accepts_json(accept: str | None) -> bool:
-    """Whether an Accept header allows our JSON answer. No header, or an empty one, means anything
-    (RFC 9110 12.5.1): batch transform sends none unless the user sets one. Parameters such as
-    ``charset`` do not matter; ``q=0`` refuses."""
-    if accept is None or not accept.strip():
-        return True
-    for item in accept.split(","):
-        media, *params = (part.strip() for part in item.split(";"))
-        quality = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        if quality > 0 and media.lower() in (JSON, "application/*", "*/*"):
-            return True
-    return False
+@dataclass(frozen=True)
+class Status:
+    """``when``: what gets this status; ``proxy``: the error nginx answers by itself (None: only the
+    app sends it); ``nginx_codes``: nginx's own codes answered as this status instead."""
+
+    when: str
+    proxy: str | None = None
+    nginx_codes: tuple[int, ...] = ()
 
 
-def encode_predictions(predictions: list[list[dict]]) -> bytes:
-    return json.dumps({"predictions": predictions}).encode()
+# Every status the server sends. A client's bytes never get a 5xx (SageMaker counts 5xx as the
+# model's errors); every body but /ping's 200 and /execution-parameters' is {"error", "status"}.
+STATUSES: dict[int, Status] = {
+    200: Status("the predictions; /ping once every worker is warm (empty body); /execution-parameters"),
+    400: Status("malformed HTTP (a bad Content-Length, a NUL in a header, an HTTP version other than 1.x, a "
+                "Transfer-Encoding other than chunked, a method nginx cannot parse); an empty, truncated or "
+                "undecodable image, or one not in its Content-Type's format; malformed JSON or base64; a bad "
+                "top_k; a query string that is not UTF-8", "malformed HTTP request",
+                nginx_codes=(501, 505)),
+    404: Status("a path other than /ping, /invocations and /execution-parameters", "no such path"),
+    405: Status("a method other than GET, HEAD or POST, or one its path does not take",
+                "method not allowed; /invocations takes POST, /ping and /execution-parameters GET"),
+    406: Status("an Accept that allows none of the response types"),
+    413: Status("a body over SAGEMAKER_MAX_PAYLOAD_IN_MB (chunked or not), an image over IMGCLF_MAX_IMAGE_PIXELS, "
+                "more JSON instances than IMGCLF_MAX_IMAGES_PER_REQUEST",
+                "request body is larger than the {max_payload_bytes} byte limit"),
+    414: Status("a request line over 16 kB", "the request line is too long"),
+    415: Status("a Content-Type not in the request types, a Content-Encoding other than identity, an image in a "
+                "format its Content-Type does not allow or not accepted at all (imgclf.preprocess.ACCEPTED_FORMATS)"),
+    431: Status("a header line over 16 kB, or headers over 64 kB in all", "the request headers are too large",
+                nginx_codes=(494,)),
+    500: Status("the model could not be loaded (the reason in the body, /ping too); an error in the server",
+                "internal error in the proxy"),
+    502: Status("no worker is answering (one is restarting); retry",
+                "the model server is not answering (restarting?); retry shortly"),
+    503: Status("the model is still loading; the request's deadline (SAGEMAKER_MODEL_SERVER_TIMEOUT) passed "
+                "before its work was done"),
+    504: Status("a worker did not answer within SAGEMAKER_MODEL_SERVER_TIMEOUT + 10 s",
+                "the model server did not answer within {upstream_timeout} s"),
+}
 
 
 def encode_error(status: int, message: str) -> bytes:
     return json.dumps({"error": message, "status": status}).encode()
+
+
+def markdown_table(table: str) -> str:
+    """The manual's table of "content-types", "accept" values or "statuses"."""
+    rows = {"content-types": ("Content-Type", "What it carries", REQUEST_TYPES),
+            "accept": ("Accept", "What it answers", RESPONSE_TYPES),
+            "statuses": ("Status", "When", STATUSES)}[table]
+    cells = [(f"`{key}`", getattr(row, "doc", None) or row.when) for key, row in rows[2].items()]
+    return "\n".join([f"| {rows[0]} | {rows[1]} |", "|---|---|", *(f"| {k} | {v} |" for k, v in cells)])

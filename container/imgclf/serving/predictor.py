@@ -44,8 +44,10 @@ class Ticket:
             raise Abandoned("the client closed the connection")
 
 
-@dataclass
-class _Job:
+@dataclass(eq=False)
+class Submission:
+    """One request's images waiting for (or in) the model."""
+
     images: list[torch.Tensor]  # uint8 CHW each
     ticket: Ticket
     future: Future = field(default_factory=Future)
@@ -63,17 +65,18 @@ class Batcher:
 
     Requests queue up; the thread takes the first, then, while more requests are known to
     be on their way (``expect`` was called for them), whatever arrives within ``max_wait_ms``,
-    up to ``max_batch`` images. A lone request never waits. Each request gets back exactly
-    its own rows, in order. All torch work happens on this one thread. A request whose
-    deadline passed or whose client left is answered with Abandoned, never run.
+    up to ``max_batch`` images. A lone request never waits; one larger than ``max_batch`` runs in
+    chunks of it. Each request gets back exactly its own rows, in order. All torch work happens on
+    this one thread. A request whose deadline passes or whose client leaves is answered with
+    Abandoned and its remaining images never run, checked before every chunk.
     """
 
     def __init__(self, infer: Callable[[torch.Tensor], torch.Tensor], max_batch: int, max_wait_ms: int):
         self._infer = infer
         self._max_batch = max_batch
         self._max_wait = max_wait_ms / 1000
-        self._queue: queue.Queue[_Job] = queue.Queue()
-        self._held: _Job | None = None
+        self._queue: queue.Queue[Submission] = queue.Queue()
+        self._held: Submission | None = None
         self._expected = 0
         self._lock = threading.Lock()
         threading.Thread(target=self._loop, name="batcher", daemon=True).start()
@@ -89,7 +92,7 @@ class Batcher:
             self._expected -= 1
 
     def submit(self, images: list[torch.Tensor], ticket: Ticket = Ticket(), expected: bool = True) -> Future:
-        job = _Job(images, ticket)
+        job = Submission(images, ticket)
         if expected:
             with self._lock:
                 self._expected -= 1
@@ -100,7 +103,7 @@ class Batcher:
         with self._lock:
             return self._expected > 0 or not self._queue.empty()
 
-    def _next_batch(self) -> list[_Job]:
+    def _next_batch(self) -> list[Submission]:
         first = self._held or self._queue.get()
         self._held = None
         jobs, size = [first], len(first.images)
@@ -118,32 +121,39 @@ class Batcher:
         return jobs
 
     @staticmethod
-    def _still_wanted(job: _Job) -> bool:
-        """Claims the job for running; drops it (answering Abandoned) when nobody waits for it."""
-        if not job.future.set_running_or_notify_cancel():
-            return False
+    def _abandoned(job: Submission) -> bool:
+        """Answers Abandoned to a job nobody waits for any more."""
         try:
             job.ticket.check()
         except Abandoned as e:
             job.future.set_exception(e)
-            return False
-        return True
+            return True
+        return False
+
+    def _run(self, jobs: list[Submission]) -> None:
+        rows: dict[Submission, list[torch.Tensor]] = {job: [] for job in jobs}
+        waiting = [(job, image) for job in jobs for image in job.images]
+        while waiting:
+            live = {job for job in jobs if not job.future.done() and not self._abandoned(job)}
+            waiting = [(job, image) for job, image in waiting if job in live]
+            chunk, waiting = waiting[: self._max_batch], waiting[self._max_batch :]
+            if chunk:
+                outputs = self._infer(torch.stack([image for _, image in chunk]))
+                for (job, _), row in zip(chunk, outputs):
+                    rows[job].append(row)
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_result(torch.stack(rows[job]))
 
     def _loop(self) -> None:
         while True:
-            jobs = [job for job in self._next_batch() if self._still_wanted(job)]
-            if not jobs:
-                continue
+            jobs = [job for job in self._next_batch() if job.future.set_running_or_notify_cancel()]
             try:
-                outputs = self._infer(torch.stack([image for job in jobs for image in job.images]))
+                self._run(jobs)
             except Exception as e:  # hand the error to every waiting request
                 for job in jobs:
-                    job.future.set_exception(e)
-                continue
-            start = 0
-            for job in jobs:
-                job.future.set_result(outputs[start : start + len(job.images)])
-                start += len(job.images)
+                    if not job.future.done():
+                        job.future.set_exception(e)
 
 
 def check_artifacts(model_spec: ModelSpec, classes: list[ClassInfo], output_width: int) -> None:
@@ -177,11 +187,8 @@ class Predictor:
 
     @torch.inference_mode()
     def _infer(self, images: torch.Tensor) -> torch.Tensor:
-        outputs = []
-        for chunk in images.split(self.max_batch):  # one request may hold more than a batch
-            logits = self.model(normalize(chunk, self.model_spec.image, self.device, self.dtype))
-            outputs.append(logits.float().softmax(1).cpu())
-        return torch.cat(outputs)
+        logits = self.model(normalize(images, self.model_spec.image, self.device, self.dtype))
+        return logits.float().softmax(1).cpu()
 
     def warm_up(self) -> None:
         """Run the model once at batch size 1 and at the largest batch, through the batcher, and
@@ -191,31 +198,34 @@ class Predictor:
             output = self._batcher.submit([torch.zeros(3, side, side, dtype=torch.uint8)] * n, expected=False).result()
         check_artifacts(self.model_spec, self.classes, output.shape[1])
 
-    def preprocess(self, payload: bytes, ticket: Ticket) -> torch.Tensor:
+    def preprocess(self, payload: bytes, ticket: Ticket, formats: tuple[str, ...] | None = None) -> torch.Tensor:
         """Image bytes -> uint8 CHW, the same evaluation transform training used, in a decode slot."""
         if not self._decode_slots.acquire(timeout=max(0.0, min(ticket.remaining(), threading.TIMEOUT_MAX))):
             raise Abandoned("the request's deadline passed while it waited to decode")
         try:
             ticket.check()
-            return decode_for_eval(payload, self.model_spec.image, self.max_image_pixels)
+            chosen = {"formats": formats} if formats else {}  # none named: every format the decoder accepts
+            return decode_for_eval(payload, self.model_spec.image, self.max_image_pixels, **chosen)
         finally:
             self._decode_slots.release()
 
-    def _decode_all(self, payloads: list[bytes], ticket: Ticket) -> list[torch.Tensor]:
+    def _decode_all(self, payloads: list[bytes], ticket: Ticket, formats: tuple[str, ...] | None) -> list[torch.Tensor]:
         images = []
         for i, payload in enumerate(payloads):
             try:
-                images.append(self.preprocess(payload, ticket))
+                images.append(self.preprocess(payload, ticket, formats))
             except ImageError as e:
                 raise BadImage(i, e) from None
         return images
 
-    def classify(self, payloads: list[bytes], top_k: int, ticket: Ticket) -> list[list[dict]]:
-        """Raw image bytes -> ranked labels per image; BadImage names the first unusable one,
-        Abandoned says the deadline passed or the client left (the work is dropped)."""
+    def classify(self, payloads: list[bytes], top_k: int, ticket: Ticket,
+                 formats: tuple[str, ...] | None = None) -> list[list[dict]]:
+        """Raw image bytes (of these Pillow ``formats``; None: any accepted) -> ranked labels per image:
+        decode, batch, predict, unbatch. BadImage names the first unusable image, Abandoned says the
+        deadline passed or the client left (the work is dropped)."""
         self._batcher.expect()  # while this request decodes, the batcher may wait for it
         try:
-            images = self._decode_all(payloads, ticket)
+            images = self._decode_all(payloads, ticket, formats)
         except BaseException:
             self._batcher.cancel()
             raise

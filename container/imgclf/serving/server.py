@@ -9,8 +9,6 @@ files first, then drop root). Each gunicorn worker loads one model copy; with GP
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import grp
 import logging
 import os
@@ -26,7 +24,7 @@ import torch
 from gunicorn.app.base import BaseApplication
 
 from ..config import ConfigError, ServingConfig
-from .. import gpu
+from .. import gpu, resources
 from ..logs import setup_logging
 from .app import create_app, load_model
 from .health import Health
@@ -43,18 +41,11 @@ def _pre_fork(server, worker) -> None:
         worker.gpu = min(set(range(gpus)) - taken, default=worker.age % gpus)
 
 
-# glibc's mallopt: with a fixed mmap threshold, every buffer of 1 MiB or more (Pillow allocates images
-# in 16 MiB blocks) is its own mapping, returned to the system when freed. glibc's default raises
-# the threshold as large blocks are freed, after which decoded images land in per-thread arenas that
-# keep their peak (issue 13: 5.1 GB still held 10 s after six bomb images).
-M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 1024 * 1024
-
-
-def _return_freed_memory() -> None:
-    libc = ctypes.util.find_library("c")
-    if libc and not ctypes.CDLL(libc).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES):
-        log.warning("mallopt(M_MMAP_THRESHOLD) failed: freed image memory may stay with the worker")
+# glibc reads this when a process starts: with a fixed mmap threshold, every buffer of 1 MiB or more
+# (Pillow allocates images in 16 MiB blocks) is its own mapping, returned to the system when freed.
+# glibc's default raises the threshold as large blocks are freed, after which decoded images land in
+# per-thread arenas that keep their peak (5.1 GB still held 10 s after six 8000x8000 images).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1024 * 1024)}
 
 
 def _post_fork(server, worker) -> None:
@@ -67,7 +58,6 @@ def _post_fork(server, worker) -> None:
         ids = visible.split(",") if visible else [str(i) for i in range(config.gpus)]
         os.environ["CUDA_VISIBLE_DEVICES"] = ids[worker.gpu % len(ids)]
     torch.set_num_threads(config.torch_threads)
-    _return_freed_memory()
     app.loaded = load_model(config)  # gunicorn switches to the serve user right after this hook
     log.info("worker %d: %s, %d torch threads", os.getpid(),
              f"GPU {os.environ['CUDA_VISIBLE_DEVICES']}" if config.gpus else "CPU", config.torch_threads)
@@ -182,11 +172,26 @@ def _supervise(children: dict[int, str]) -> int:
     return code
 
 
+def _log_envelope(config: ServingConfig, limits: resources.Resources) -> None:
+    decoding = config.workers * config.decode_slots * config.max_image_pixels * resources.DECODE_BYTES_PER_PIXEL
+    reserved = resources.reserved_bytes(config.workers, resources.model_bytes(config.model_dir))
+    log.info("memory: %.2f GB, %d CPU(s); %d decode slot(s) per worker, images up to %d pixels: decoding at most "
+             "%.2f GB besides %.2f GB for the model and runtime", limits.memory_bytes / 1e9, limits.cpus,
+             config.decode_slots, config.max_image_pixels, decoding / 1e9, reserved / 1e9)
+    if decoding + reserved > limits.memory_bytes:
+        log.warning("the decoding envelope does not fit the container's %.2f GB: give it more memory, or lower "
+                    "IMGCLF_DECODE_SLOTS or IMGCLF_MAX_IMAGE_PIXELS", limits.memory_bytes / 1e9)
+
+
 def main() -> int:
+    if any(name not in os.environ for name in MALLOC_ENV):  # start again with it, before any allocation
+        os.execve(sys.executable, [sys.executable, "-m", __name__, *sys.argv[1:]], {**MALLOC_ENV, **os.environ})
     setup_logging()  # workers inherit it through fork
     nginx = find_nginx()
     try:
-        config = ServingConfig.from_environ(gpus=gpu.usable_gpu_count(), cpus=os.cpu_count() or 1)
+        limits = resources.read()
+        config = ServingConfig.from_environ(gpus=gpu.usable_gpu_count(), cpus=limits.cpus,
+                                            memory_bytes=limits.memory_bytes)
         user = _serve_user(config)
     except ConfigError as e:
         log.error("cannot start: %s", e)
@@ -204,6 +209,7 @@ def main() -> int:
         config.threads_per_worker, config.gpus, config.timeout, config.max_payload_bytes,
         user.pw_name if user else f"uid {os.getuid()}",
     )
+    _log_envelope(config, limits)
     try:
         children = {_start_gunicorn(config, run_dir, health, user): "gunicorn"}
         children[subprocess.Popen(nginx_command(nginx, run_dir)).pid] = "nginx"

@@ -92,17 +92,26 @@ def tuning_job(target: Target, job: TrainingJob, tuning: Tuning, name: str, outp
     return {"HyperParameterTuningJobName": name, "HyperParameterTuningJobConfig": config, "TrainingJobDefinition": definition}
 
 
-def model(target: Target, name: str, model_data: str) -> dict:
+def model(target: Target, name: str, model_data: str, environment: dict[str, str]) -> dict:
     return {"ModelName": name, "ExecutionRoleArn": target.role,
-            "PrimaryContainer": {"Image": target.image_uri, "Environment": {}, "ModelDataUrl": model_data}}
+            "PrimaryContainer": {"Image": target.image_uri, "Environment": dict(environment), "ModelDataUrl": model_data}}
 
 
 def endpoint_config(target: Target, deployment: Deployment, model_name: str) -> dict:
-    variant = {"VariantName": "AllTraffic", "ModelName": model_name, "InitialVariantWeight": 1,
-               "InitialInstanceCount": target.instance_count, "InstanceType": target.instance_type}
+    """One AllTraffic variant: on instances, or serverless; asynchronous with an S3 output path."""
+    variant = {"ModelName": model_name, "VariantName": "AllTraffic", "InitialVariantWeight": 1}
+    if deployment.serverless:
+        variant["ServerlessConfig"] = {"MemorySizeInMB": deployment.serverless.memory_mb,
+                                       "MaxConcurrency": deployment.serverless.max_concurrency}
+    else:
+        variant |= {"InitialInstanceCount": target.instance_count, "InstanceType": target.instance_type}
     if deployment.ami:
         variant["InferenceAmiVersion"] = deployment.ami
-    return {"EndpointConfigName": deployment.endpoint_name, "ProductionVariants": [variant]}
+    request = {"EndpointConfigName": deployment.endpoint_name, "ProductionVariants": [variant]}
+    if deployment.async_output:
+        request["AsyncInferenceConfig"] = {"OutputConfig": {"S3OutputPath": deployment.async_output,
+                                                              "S3FailurePath": deployment.async_failures}}
+    return request
 
 
 def transform_job(target: Target, spec: Transform, name: str, model_name: str) -> dict:

@@ -116,9 +116,9 @@ class Sdk(Backend):
 
         target = self.target
         model = Model(image_uri=target.image_uri, model_data=deployment.model_data, role=target.role,
-                      sagemaker_session=self.session, name=deployment.endpoint_name)
-        model.deploy(initial_instance_count=target.instance_count, instance_type=target.instance_type,
-                     endpoint_name=deployment.endpoint_name, wait=wait, inference_ami_version=deployment.ami)
+                      sagemaker_session=self.session, name=deployment.endpoint_name, env=dict(deployment.environment))
+        model.deploy(endpoint_name=deployment.endpoint_name, wait=wait, inference_ami_version=deployment.ami,
+                     **hosting_arguments(target, deployment))
 
     def transform(self, spec: Transform, wait: bool) -> str:
         """Create the model and run the transform job (SplitType None: each object is one request);
@@ -131,7 +131,8 @@ class Sdk(Backend):
         if spec.ami:  # 2.257's Transformer has no TransformAmiVersion argument
             self.sagemaker_client.meta.events.register("provide-client-params.sagemaker.CreateTransformJob",
                                                        add_transform_ami(spec.ami))
-        model = Model(image_uri=target.image_uri, model_data=spec.model_data, role=target.role, sagemaker_session=self.session)
+        model = Model(image_uri=target.image_uri, model_data=spec.model_data, role=target.role, sagemaker_session=self.session,
+                      env=dict(spec.environment))
         transformer = model.transformer(
             instance_count=target.instance_count, instance_type=target.instance_type, output_path=spec.output_path,
             accept="application/json", max_concurrent_transforms=spec.max_concurrent_transforms,
@@ -149,6 +150,20 @@ class Sdk(Backend):
         predictor = Predictor(endpoint_name, sagemaker_session=self.session, serializer=IdentitySerializer(content_type),
                               deserializer=JSONDeserializer())
         return predictor.predict(body, initial_args={"CustomAttributes": f"top_k={top_k}"})
+
+
+def hosting_arguments(target: Target, deployment: Deployment) -> dict:
+    """Model.deploy's arguments for instances or serverless, and for an asynchronous endpoint."""
+    from sagemaker.async_inference import AsyncInferenceConfig
+    from sagemaker.serverless import ServerlessInferenceConfig
+
+    serverless = deployment.serverless
+    hosting = {"serverless_inference_config": ServerlessInferenceConfig(serverless.memory_mb, serverless.max_concurrency)} \
+        if serverless else {"initial_instance_count": target.instance_count, "instance_type": target.instance_type}
+    if deployment.async_output:
+        hosting["async_inference_config"] = AsyncInferenceConfig(output_path=deployment.async_output,
+                                                                 failure_path=deployment.async_failures)
+    return hosting
 
 
 def add_transform_ami(ami: str):

@@ -105,10 +105,11 @@ class Sdk(Backend):
 
         return config_defaults.applied(operation, request, self.config, instance_supports_kms)
 
-    def _send(self, resource_name: str, request: dict):
-        """Create a resource: through local mode's client, or sagemaker-core's resource class."""
+    def _send(self, resource_name: str, request: dict, plain: bool = False):
+        """Create a resource: through local mode's client, boto3's (``plain``), or sagemaker-core's
+        resource class."""
         request = self._request(f"Create{resource_name}", request)
-        if self.target.local:
+        if self.target.local or plain:
             getattr(self.sagemaker_client, f"create_{_snake(resource_name)}")(**request)
             return None
         from sagemaker.core import resources
@@ -144,15 +145,17 @@ class Sdk(Backend):
 
     def deploy(self, deployment: Deployment, wait: bool) -> None:
         name = deployment.endpoint_name
-        self._send("Model", api_requests.model(self.target, name, deployment.model_data))
-        self._send("EndpointConfig", api_requests.endpoint_config(self.target, deployment, name))
+        self._send("Model", api_requests.model(self.target, name, deployment.model_data, deployment.environment))
+        # boto3's client: sagemaker-core 2.27 sends ServerlessConfig's memory_size_in_mb as "MemorySizeInMb",
+        # which botocore refuses (the field is MemorySizeInMB; its snake_to_pascal maps only VolumeSizeInGB).
+        self._send("EndpointConfig", api_requests.endpoint_config(self.target, deployment, name), plain=True)
         endpoint = self._send("Endpoint", {"EndpointName": name, "EndpointConfigName": name, "Tags": []})
         if wait and endpoint is not None:
             endpoint.wait_for_status("InService")
 
     def transform(self, spec: Transform, wait: bool) -> str:
         model_name = timestamped(image_base(self.target.image_uri))
-        self._send("Model", api_requests.model(self.target, model_name, spec.model_data))
+        self._send("Model", api_requests.model(self.target, model_name, spec.model_data, spec.environment))
         request = api_requests.transform_job(self.target, spec, timestamped(image_base(self.target.image_uri)), model_name)
         job = self._send("TransformJob", request)
         if wait and job is not None:
