@@ -308,7 +308,8 @@ def check_weights_reachable(hp: Hyperparameters, env: TrainingEnv, timeout: floa
             f"pretrained=true needs ImageNet weights ({filename}) and this job cannot download them ({url}: "
             f"{getattr(e, 'reason', e)}): it has no internet access (network isolation, or a VPC without egress). "
             f"Pass a 'pretrained' channel: upload {filename} (from {url}) to S3 once and give that prefix as the "
-            "job's 'pretrained' input; or set pretrained=false") from None
+            f"job's 'pretrained' input (prepare_data.py --weights {hp.arch} does it and prints the launchers' "
+            "--pretrained value); or set pretrained=false") from None
 
 
 def setup(hp: Hyperparameters, env: TrainingEnv) -> Job:
