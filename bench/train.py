@@ -22,7 +22,8 @@ import torch
 from baseline import train_baseline  # python bench/train.py: bench/ is on sys.path, as the script's folder
 from photos import write_photo_dataset
 
-from imgclf.config import Hyperparameters, TrainingEnv
+from imgclf.config import TrainingEnv
+from imgclf.hyperparameters import Hyperparameters
 from imgclf.tensorboard import Board
 from imgclf.train import run
 

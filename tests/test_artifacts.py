@@ -35,7 +35,7 @@ def test_model_artifacts_round_trip(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
     assert json.loads((tmp_path / SPEC_FILE).read_text()) == {
         "arch": "resnet18", "num_classes": 3, "image_size": 32, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3],
-        "format_version": 1, "resize_size": 37, "best_epoch": 2,
+        "format_version": 1, "resize_size": 37, "interpolation": "bilinear", "best_epoch": 2,
     }
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from imgclf.config import ConfigError, Hyperparameters, ServingConfig, TrainingEnv, parse_hyperparameters
-from imgclf.hyperparameters import HYPERPARAMETERS, markdown_table
+from imgclf.config import ConfigError, ServingConfig, TrainingEnv
 from imgclf.data import display_label
+from imgclf.hyperparameters import HYPERPARAMETERS, Hyperparameters, markdown_table, parse_hyperparameters
 
 
 def test_defaults_match_the_reference_workload():

@@ -19,10 +19,11 @@ from sagemaker_training import errors
 
 from imgclf import atomic, stopping, toolkit
 from imgclf.checkpoint import Checkpoints, open_run
-from imgclf.config import ConfigError, Hyperparameters, TrainingEnv, parse_hyperparameters
+from imgclf.config import ConfigError, TrainingEnv
 from imgclf.data import IMAGE_EXTENSIONS, class_list, scan_channel
 from imgclf.distributed import Ranks
 from imgclf.failure import describe_os_error, write_failure
+from imgclf.hyperparameters import Hyperparameters, parse_hyperparameters
 from imgclf.model import load_imagenet_weights
 from imgclf.train import check_batch, final_map_side
 

@@ -27,21 +27,13 @@ from pathlib import Path
 import torch
 
 from . import atomic
-from .config import ConfigError, Hyperparameters
+from .hyperparameters import RUN_SETTINGS, ConfigError, Hyperparameters
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "last.pt"
 PREVIOUS_FILE = "previous.pt"
 SETTINGS_FILE = "settings.json"
-# The hyperparameters that shape optimisation: a checkpoint made with other values is another run.
-# Left out on purpose: epochs (a longer job continues a shorter one), and what only observes or
-# schedules the run (early stopping, rules, profiling, workers, caching, compile).
-RUN_SETTINGS = (
-    "arch", "pretrained", "freeze_backbone", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
-    "label_smoothing", "lr_scheduler", "lr_warmup_epochs", "lr_step_size", "lr_gamma", "image_size",
-    "random_crop_min_scale", "horizontal_flip", "augment_on", "seed", "precision",
-)
 _REQUIRED_KEYS = {"settings", "epoch", "stopped_early", "history", "best", "model", "optimizer", "scheduler"}
 
 

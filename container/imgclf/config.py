@@ -1,5 +1,5 @@
-"""The job's settings, read once at the edge: hyperparameters (declared in imgclf.hyperparameters,
-re-exported here), the SageMaker training environment (``SM_*`` variables) and serving's.
+"""The job's settings, read once at the edge: the SageMaker training environment (``SM_*``
+variables) and serving's (hyperparameters: imgclf.hyperparameters).
 Everything else in the package takes these values as arguments. No torch here: the laptop
 launchers import this module.
 """
@@ -15,16 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from . import resources
-from .hyperparameters import (  # noqa: F401  (re-exported: imgclf.config is where callers find them)
-    PRECISIONS,
-    ConfigError,
-    Hyperparameters,
-    Parser,
-    boolean,
-    choice,
-    hyperparameter_names,
-    parse_hyperparameters,
-)
+from .hyperparameters import PRECISIONS, ConfigError, Parser, boolean, choice
 
 # Opt-in to run on the CPU of a host whose GPUs torch cannot use (imgclf.gpu); never implicit.
 ALLOW_CPU_ENV = "IMGCLF_ALLOW_CPU"
@@ -36,6 +27,14 @@ CHANNEL_ALIASES = {
     "test": ("test", "testing"),
     "pretrained": ("pretrained",),
 }
+
+
+def sagemaker_path(environ: Mapping[str, str], variable: str, *parts: str) -> Path:
+    """A path SageMaker names in ``variable`` (SM_MODEL_DIR, ...), else its place under
+    SAGEMAKER_BASE_DIR (/opt/ml)."""
+    if variable in environ:
+        return Path(environ[variable])
+    return Path(environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"), *parts)
 
 
 @dataclass(frozen=True)
@@ -68,20 +67,19 @@ class TrainingEnv:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> TrainingEnv:
-        base = Path(environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
         if "SM_CHANNELS" in environ:
             names = json.loads(environ["SM_CHANNELS"])
-            channels = {n: Path(environ.get(f"SM_CHANNEL_{n.upper()}", base / "input/data" / n)) for n in names}
+            channels = {n: sagemaker_path(environ, f"SM_CHANNEL_{n.upper()}", "input", "data", n) for n in names}
         else:  # run without the toolkit: every folder under input/data is a channel
-            data = base / "input" / "data"
+            data = sagemaker_path(environ, "SM_INPUT_DIR", "input") / "data"
             channels = {p.name: p for p in sorted(data.iterdir()) if p.is_dir()} if data.is_dir() else {}
         hosts = tuple(json.loads(environ.get("SM_HOSTS", '["localhost"]')))
         return cls(
-            model_dir=Path(environ.get("SM_MODEL_DIR", base / "model")),
-            output_dir=Path(environ.get("SM_OUTPUT_DIR", base / "output")),
-            output_data_dir=Path(environ.get("SM_OUTPUT_DATA_DIR", base / "output" / "data")),
-            checkpoint_dir=checkpoint_dir(environ, base),
-            input_config_dir=Path(environ.get("SM_INPUT_CONFIG_DIR", base / "input" / "config")),
+            model_dir=sagemaker_path(environ, "SM_MODEL_DIR", "model"),
+            output_dir=sagemaker_path(environ, "SM_OUTPUT_DIR", "output"),
+            output_data_dir=sagemaker_path(environ, "SM_OUTPUT_DATA_DIR", "output", "data"),
+            checkpoint_dir=checkpoint_dir(environ),
+            input_config_dir=sagemaker_path(environ, "SM_INPUT_CONFIG_DIR", "input", "config"),
             channels=channels,
             num_cpus=int(environ.get("SM_NUM_CPUS", str(os.cpu_count() or 1))),
             current_host=environ.get("SM_CURRENT_HOST", hosts[0]),
@@ -97,20 +95,20 @@ class TrainingEnv:
         )
 
 
-def checkpoint_dir(environ: Mapping[str, str], base: Path) -> Path:
+def checkpoint_dir(environ: Mapping[str, str]) -> Path:
     """Where checkpoints go: the job's CheckpointConfig.LocalPath (SageMaker writes it to
     input/config/checkpointconfig.json and syncs that folder with CheckpointConfig.S3Uri), else
     /opt/ml/checkpoints, SageMaker's default; SM_CHECKPOINT_DIR overrides both."""
     if "SM_CHECKPOINT_DIR" in environ:
         return Path(environ["SM_CHECKPOINT_DIR"])
-    config = Path(environ.get("SM_INPUT_CONFIG_DIR", base / "input" / "config")) / "checkpointconfig.json"
+    config = sagemaker_path(environ, "SM_INPUT_CONFIG_DIR", "input", "config") / "checkpointconfig.json"
     try:
         local_path = json.loads(config.read_text()).get("LocalPath")
     except FileNotFoundError:
         local_path = None
     except (OSError, ValueError, AttributeError) as e:
         raise ConfigError(f"{config} is not a readable JSON object ({e})") from None
-    return Path(local_path) if local_path else base / "checkpoints"
+    return Path(local_path) if local_path else sagemaker_path(environ, "SM_CHECKPOINT_DIR", "checkpoints")
 
 
 def _env_int(environ: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -202,8 +200,7 @@ class ServingConfig:
                      memory_bytes: int | None = None) -> ServingConfig:
         """``cpus`` and ``memory_bytes``: what the container may use (imgclf.resources); with
         ``memory_bytes``, the default decode slots and pixel cap fit it (resources.fit_decoding)."""
-        base = Path(environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
-        model_dir = Path(environ.get("SM_MODEL_DIR", base / "model"))
+        model_dir = sagemaker_path(environ, "SM_MODEL_DIR", "model")
         # One model copy per GPU; on CPU, few workers with several torch threads each.
         workers = _env_int(environ, "SAGEMAKER_MODEL_SERVER_WORKERS", gpus if gpus else max(1, cpus // 4))
         slots, pixels = max(1, cpus // workers), 64_000_000

@@ -1,12 +1,7 @@
-"""Every hyperparameter, declared once: name, default, parser, what it accepts, what it does.
-
-The ``Hyperparameters`` dataclass, ``parse_hyperparameters``, ``hyperparameter_names``, the error
-messages and README's hyperparameter table (``python -m imgclf.hyperparameters`` prints it) are all
-derived from ``HYPERPARAMETERS``. No torch here: the laptop launchers import this through
-``imgclf.config``.
-
-SageMaker's training toolkit passes hyperparameters as sorted ``--key value`` pairs, every value
-a string (hyperparameters.json holds strings).
+"""Every hyperparameter, declared once as a field of ``Hyperparameters`` (metadata: parser, help,
+run setting); the parser, its errors, checkpoint's run settings and README's table (``python -m
+imgclf.hyperparameters``) read it. No torch here: the laptop launchers import it. SageMaker's
+training toolkit passes hyperparameters as ``--key value`` pairs, every value a string.
 """
 
 from __future__ import annotations
@@ -17,17 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .archs import ARCHS
 from .rules import TRAINING_RULES
 
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-LR_SCHEDULERS = ("cosine", "step", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-CACHE_MODES = ("auto", "true", "false")
-RULE_ACTIONS = ("log", "stop")
-AUGMENT_ON = ("auto", "cpu", "device")
-TENSORBOARD = ("auto", "true", "false")
-
 
 # SageMaker's TrainingJobName pattern (botocore's service model); the launchers check names with it too.
 TRAINING_JOB_NAME = re.compile(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}")
@@ -43,6 +31,7 @@ class Parser:
 
     convert: Callable[[str], Any]
     allowed: str
+    values: tuple[str, ...] = ()  # a choice's values, for tests that try each
 
 
 def integer(minimum: int, maximum: int | None = None) -> Parser:
@@ -79,19 +68,19 @@ def choice(choices: Sequence[str]) -> Parser:
             raise ValueError
         return value
 
-    return Parser(convert, "one of " + ", ".join(choices))
+    return Parser(convert, "one of " + ", ".join(choices), tuple(choices))
+
+
+def to_bool(value: object) -> bool:
+    """The one reading of a yes/no setting (hyperparameters, environment variables, the toolkit's flags)."""
+    text = str(value).strip().lower()
+    if text not in ("true", "1", "yes", "false", "0", "no"):
+        raise ValueError(f"{value!r} is not true or false")
+    return text in ("true", "1", "yes")
 
 
 def boolean() -> Parser:
-    truthy, falsy = ("true", "1", "yes"), ("false", "0", "no")
-
-    def convert(text: str) -> bool:
-        value = text.strip().lower()
-        if value not in truthy + falsy:
-            raise ValueError
-        return value in truthy
-
-    return Parser(convert, "true or false")
+    return Parser(to_bool, "true or false")
 
 
 def workers() -> Parser:
@@ -127,17 +116,80 @@ def job_name() -> Parser:
     return Parser(convert, "a training job name (letters, digits and hyphens, at most 63)")
 
 
+def setting(default: Any, parser: Parser, help: str, *, run: bool = False, shown: str = "") -> Any:
+    """A Hyperparameters field. ``run``: a run setting, one that shapes optimisation, so that a
+    checkpoint made with another value is another run (imgclf.checkpoint). ``shown``: the default
+    as a user would write it, where str() of the value is not that."""
+    return dataclasses.field(default=default, metadata={"parser": parser, "help": help, "run": run, "shown": shown})
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """One job's hyperparameters: users write the field names with dashes (underscores work too).
+    Left out of the run settings on purpose: epochs (a longer job continues a shorter one), and what
+    only observes or schedules the run (early stopping, rules, profiling, workers, caching, compile)."""
+
+    arch: str = setting("resnet50", choice(ARCHS), "the torchvision network to fine-tune (each one's ImageNet "
+                        "weights file and evaluation resize: the architecture table)", run=True)
+    pretrained: bool = setting(True, boolean(), "start from ImageNet weights ([channels](training.md#channels))", run=True)
+    freeze_backbone: bool = setting(False, boolean(), "train only the new head (needs `pretrained`)", run=True)
+    epochs: int = setting(3, integer(1), "passes over the train channel")
+    batch_size: int = setting(64, integer(1), "the global batch, split evenly over the processes", run=True)
+    lr: float = setting(0.001, number(0.0, 10.0), "the learning rate before the schedule's factor", run=True)
+    optimizer: str = setting("adamw", choice(("sgd", "adam", "adamw")), "sgd is Nesterov when momentum > 0", run=True)
+    momentum: float = setting(0.9, number(0.0, 1.0, open_max=True), "sgd only", run=True)
+    weight_decay: float = setting(1e-4, number(0.0), "the optimizer's weight decay", run=True)
+    label_smoothing: float = setting(0.0, number(0.0, 1.0, open_max=True), "the loss's label smoothing", run=True)
+    lr_scheduler: str = setting("cosine", choice(("cosine", "step", "constant")),
+                                "the learning-rate schedule, applied per step", run=True)
+    lr_warmup_epochs: int = setting(0, integer(0), "linear warm-up before the schedule", run=True)
+    lr_step_size: int = setting(10, integer(1), "step schedule: multiply by `lr-gamma` every this many epochs "
+                                "after the warm-up", run=True)
+    lr_gamma: float = setting(0.1, number(0.0, 1.0), "step schedule's factor", run=True)
+    image_size: int = setting(224, integer(16, 1024), "the model's input side; evaluation resizes by the ratio "
+                              "the arch's ImageNet weights declare and center-crops", run=True)
+    random_crop_min_scale: float = setting(0.08, number(0.01, 1.0), "RandomResizedCrop's lower scale", run=True)
+    horizontal_flip: bool = setting(True, boolean(), "random flips in training", run=True)
+    augment_on: str = setting("auto", choice(("auto", "cpu", "device")), "auto: the GPU when there is one, else the "
+                              "CPU; cpu: per image in the loader; device: a batch at a time on the training device "
+                              "([benchmarks](benchmarks.md))", run=True)
+    num_workers: int = setting(-1, workers(), "data-loader processes (auto: from the CPU and GPU count)", shown="auto")
+    seed: int = setting(42, integer(0), "seeds Python's, NumPy's and torch's generators", run=True)
+    early_stopping_patience: int = setting(0, integer(0), "0: off; else stop after this many epochs without a "
+                                           "better valid accuracy (needs `valid`)")
+    precision: str = setting("auto", choice(PRECISIONS), "auto: bf16 on GPUs with native bf16 (compute capability "
+                             ">= 8.0), else fp16 with loss scaling (T4, V100); fp32 on CPUs (their bf16 convolution "
+                             "gradients can turn NaN) ([GPUs](gpu.md#precision))", run=True)
+    cache_images: str = setting("auto", choice(("auto", "true", "false")), "keep the decoded images in memory "
+                                "(auto: when they fit in half the free memory)")
+    compile: bool = setting(False, boolean(), "`torch.compile` the model (needs an image built with "
+                            "`WITH_COMPILER=true`)")
+    rules: tuple[str, ...] = setting(TRAINING_RULES, rule_list(), "checked during training "
+                                     "([rules](observability.md#training-health-rules))", shown="all")
+    rules_action: str = setting("log", choice(("log", "stop")), "stop: end training when a rule fires, keeping the "
+                                "best model")
+    profile_steps: int = setting(0, integer(0), "0: off; else record a torch.profiler trace of this many steps "
+                                 "([profiling](observability.md#profiling))")
+    resume_from: str = setting("", job_name(), "continue that job's run (same settings) when this job has no "
+                               "checkpoint of its own ([reliability](reliability.md#checkpoints))", shown="(none)")
+    tensorboard: str = setting("auto", choice(("auto", "true", "false")), "auto: event files when SageMaker's "
+                               "TensorBoard config is there; true: always; false: never ([TensorBoard](observability.md#tensorboard))")
+
+
 @dataclass(frozen=True)
 class Hyperparameter:
-    name: str  # as users write it (dashes); underscores are accepted too
+    """One field of Hyperparameters with its metadata, as the parser, the table and the checkpoint read it."""
+
+    field: str
     default: Any
     parser: Parser
     help: str
-    shown: str = ""  # the default as a user would write it, where str() of the value is not that
+    run: bool
+    shown: str
 
     @property
-    def field(self) -> str:
-        return self.name.replace("-", "_")
+    def name(self) -> str:  # as users write it
+        return self.field.replace("_", "-")
 
     @property
     def default_text(self) -> str:
@@ -148,63 +200,13 @@ class Hyperparameter:
         return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
 
 
-HYPERPARAMETERS = (
-    Hyperparameter("arch", "resnet50", choice(ARCHS), "the torchvision ResNet to fine-tune"),
-    Hyperparameter("pretrained", True, boolean(), "start from ImageNet weights ([channels](training.md#channels))"),
-    Hyperparameter("freeze-backbone", False, boolean(), "train only the new head (needs `pretrained`)"),
-    Hyperparameter("epochs", 3, integer(1), "passes over the train channel"),
-    Hyperparameter("batch-size", 64, integer(1), "the global batch, split evenly over the processes"),
-    Hyperparameter("lr", 0.001, number(0.0, 10.0), "the learning rate before the schedule's factor"),
-    Hyperparameter("optimizer", "adamw", choice(OPTIMIZERS), "sgd is Nesterov when momentum > 0"),
-    Hyperparameter("momentum", 0.9, number(0.0, 1.0, open_max=True), "sgd only"),
-    Hyperparameter("weight-decay", 1e-4, number(0.0), "the optimizer's weight decay"),
-    Hyperparameter("label-smoothing", 0.0, number(0.0, 1.0, open_max=True), "the loss's label smoothing"),
-    Hyperparameter("lr-scheduler", "cosine", choice(LR_SCHEDULERS), "the learning-rate schedule, applied per step"),
-    Hyperparameter("lr-warmup-epochs", 0, integer(0), "linear warm-up before the schedule"),
-    Hyperparameter("lr-step-size", 10, integer(1), "step schedule: multiply by `lr-gamma` every this many epochs"),
-    Hyperparameter("lr-gamma", 0.1, number(0.0, 1.0), "step schedule's factor"),
-    Hyperparameter("image-size", 224, integer(16, 1024), "the model's input side; evaluation resizes to size/0.875 "
-                   "and center-crops"),
-    Hyperparameter("random-crop-min-scale", 0.08, number(0.01, 1.0), "RandomResizedCrop's lower scale"),
-    Hyperparameter("horizontal-flip", True, boolean(), "random flips in training"),
-    Hyperparameter("augment-on", "auto", choice(AUGMENT_ON), "auto: the GPU when there is one, else the CPU; cpu: "
-                   "per image in the loader; device: a batch at a time on the training device "
-                   "([benchmarks](benchmarks.md))"),
-    Hyperparameter("num-workers", -1, workers(), "data-loader processes (auto: from the CPU and GPU count)", "auto"),
-    Hyperparameter("seed", 42, integer(0), "seeds Python's, NumPy's and torch's generators"),
-    Hyperparameter("early-stopping-patience", 0, integer(0), "0: off; else stop after this many epochs without a "
-                   "better valid accuracy (needs `valid`)"),
-    Hyperparameter("precision", "auto", choice(PRECISIONS), "auto: bf16 on GPUs with native bf16 (compute capability "
-                   ">= 8.0), else fp16 with loss scaling (T4, V100); fp32 on CPUs (their bf16 convolution gradients "
-                   "can turn NaN) ([GPUs](gpu.md#precision))"),
-    Hyperparameter("cache-images", "auto", choice(CACHE_MODES), "keep the decoded images in memory (auto: when they "
-                   "fit in half the free memory)"),
-    Hyperparameter("compile", False, boolean(), "`torch.compile` the model (needs an image built with "
-                   "`WITH_COMPILER=true`)"),
-    Hyperparameter("rules", TRAINING_RULES, rule_list(), "checked during training "
-                   "([rules](observability.md#training-health-rules))", "all"),
-    Hyperparameter("rules-action", "log", choice(RULE_ACTIONS), "stop: end training when a rule fires, keeping the "
-                   "best model"),
-    Hyperparameter("profile-steps", 0, integer(0), "0: off; else record a torch.profiler trace of this many steps "
-                   "([profiling](observability.md#profiling))"),
-    Hyperparameter("resume-from", "", job_name(), "continue that job's run (same settings) when this job has no "
-                   "checkpoint of its own ([reliability](reliability.md#checkpoints))", "(none)"),
-    Hyperparameter("tensorboard", "auto", choice(TENSORBOARD), "auto: event files when SageMaker's TensorBoard config "
-                   "is there; true: always; false: never ([TensorBoard](observability.md#tensorboard))"),
-)
+HYPERPARAMETERS = tuple(Hyperparameter(f.name, f.default, **f.metadata) for f in dataclasses.fields(Hyperparameters))
 _BY_FIELD = {h.field: h for h in HYPERPARAMETERS}
-
-Hyperparameters = dataclasses.make_dataclass(
-    "Hyperparameters",
-    [(h.field, type(h.default), dataclasses.field(default=h.default)) for h in HYPERPARAMETERS],
-    frozen=True,
-)
-Hyperparameters.__module__ = __name__
-Hyperparameters.__doc__ = "One job's hyperparameters, one field per entry of HYPERPARAMETERS, with its default."
+RUN_SETTINGS = tuple(h.field for h in HYPERPARAMETERS if h.run)
 
 
-def hyperparameter_names() -> list[str]:
-    return [h.name for h in HYPERPARAMETERS]
+def field_of(name: str) -> Hyperparameter:
+    return _BY_FIELD[name.replace("-", "_")]
 
 
 def _pairs(argv: Sequence[str]) -> list[tuple[str, str]]:
@@ -242,7 +244,7 @@ def parse_hyperparameters(argv: Sequence[str]) -> Hyperparameters:
                               f"{key!r}; keep one")
         given[field] = key
         if field not in _BY_FIELD:
-            raise ConfigError(f"unknown hyperparameter {key!r}; known: {', '.join(hyperparameter_names())}")
+            raise ConfigError(f"unknown hyperparameter {key!r}; known: {', '.join(h.name for h in HYPERPARAMETERS)}")
         declared = _BY_FIELD[field]
         try:
             values[field] = declared.parser.convert(text)

@@ -13,6 +13,7 @@ from torch import nn
 from torchvision import models
 
 from . import atomic
+from .archs import ARCHS
 from .config import ConfigError
 from .data import ClassInfo
 from .preprocess import ImageSpec
@@ -25,29 +26,36 @@ SPEC_FILE = "model.json"
 FORMAT_VERSION = 1
 
 
+def imagenet_weights(arch: str) -> models.WeightsEnum:
+    return models.get_weight(ARCHS[arch].weights)
+
+
 def imagenet_weights_filename(arch: str) -> str:
-    """The file torchvision downloads for the arch's default weights, e.g. resnet50-11ad3fa6.pth."""
-    return os.path.basename(models.get_model_weights(arch).DEFAULT.url)
+    """The file torchvision downloads for the arch's ImageNet weights, e.g. resnet50-11ad3fa6.pth."""
+    return os.path.basename(imagenet_weights(arch).url)
 
 
-def _find_local_weights(arch: str, pretrained_dir: Path | None) -> Path | None:
+def eval_image_spec(arch: str, image_size: int) -> ImageSpec:
+    """The evaluation resize (as a ratio to the crop) and interpolation the arch's ImageNet weights
+    declare, at ``image_size``."""
+    transform = imagenet_weights(arch).transforms()
+    resize = round(image_size * transform.resize_size[0] / transform.crop_size[0])
+    return ImageSpec(image_size, resize_size=resize, interpolation=transform.interpolation.value)
+
+
+def _channel_weights(arch: str, pretrained_dir: Path) -> Path:
     filename = imagenet_weights_filename(arch)
-    if pretrained_dir is not None:
-        candidates = sorted(p for p in pretrained_dir.rglob("*") if p.suffix in (".pth", ".pt") and p.is_file())
-        exact = [p for p in candidates if p.name == filename]
-        if exact or len(candidates) == 1:
-            return (exact or candidates)[0]
-        raise ConfigError(
-            f"channel 'pretrained' at {pretrained_dir} should hold {filename} (or exactly one .pth/.pt file); "
-            f"found {[p.name for p in candidates] or 'none'}"
-        )
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    return cached if cached.is_file() else None
+    candidates = sorted(p for p in pretrained_dir.rglob("*") if p.suffix in (".pth", ".pt") and p.is_file())
+    exact = [p for p in candidates if p.name == filename]
+    if exact or len(candidates) == 1:
+        return (exact or candidates)[0]
+    raise ConfigError(f"channel 'pretrained' at {pretrained_dir} should hold {filename} (or exactly one .pth/.pt "
+                      f"file); found {[p.name for p in candidates] or 'none'}")
 
 
 def load_imagenet_weights(model: nn.Module, arch: str, pretrained_dir: Path | None) -> None:
-    """Load ImageNet weights: the 'pretrained' channel, then torch's hub cache, then a download."""
-    path = _find_local_weights(arch, pretrained_dir)
+    """Load ImageNet weights into all but the head: the 'pretrained' channel, else torch's hub cache or a download."""
+    path = None if pretrained_dir is None else _channel_weights(arch, pretrained_dir)
     if path is not None:
         log.info("loading ImageNet weights for %s from %s", arch, path)
         try:
@@ -56,8 +64,8 @@ def load_imagenet_weights(model: nn.Module, arch: str, pretrained_dir: Path | No
             raise ConfigError(f"the ImageNet weights file {path} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
                               "replace it or set pretrained=false") from None
     else:
-        weights = models.get_model_weights(arch).DEFAULT
-        log.info("downloading ImageNet weights for %s from %s", arch, weights.url)
+        weights = imagenet_weights(arch)
+        log.info("ImageNet weights for %s from torch's hub cache or %s", arch, weights.url)
         try:
             state = weights.get_state_dict(progress=False)
         except Exception as e:
@@ -67,31 +75,30 @@ def load_imagenet_weights(model: nn.Module, arch: str, pretrained_dir: Path | No
                 f"failed ({type(e).__name__}: {e}). Add a 'pretrained' channel holding "
                 f"{imagenet_weights_filename(arch)} or set pretrained=false."
             ) from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
+    head = ARCHS[arch].head + "."
+    try:  # the model keeps its own head, sized for the job's classes
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith(head)}
+                              | {k: v for k, v in model.state_dict().items() if k.startswith(head)})
+    except (RuntimeError, AttributeError) as e:
         raise ConfigError(f"the ImageNet weights in {path} do not fit {arch}: {str(e)[:300]}") from None
 
 
 def build_model(arch: str, num_classes: int) -> nn.Module:
     """A torchvision classifier with a fresh head of ``num_classes`` outputs."""
-    model = models.get_model(arch, weights=None)
-    model.fc = nn.Linear(model.fc.in_features, num_classes)
-    return model
+    return models.get_model(arch, weights=None, num_classes=num_classes)
 
 
 def create_model(
     arch: str, num_classes: int, pretrained: bool, pretrained_dir: Path | None, freeze_backbone: bool
 ) -> nn.Module:
-    model = models.get_model(arch, weights=None)
+    if freeze_backbone and not pretrained:
+        raise ConfigError("freeze-backbone=true needs pretrained=true: a frozen random backbone cannot learn")
+    model = build_model(arch, num_classes)
     if pretrained:
         load_imagenet_weights(model, arch, pretrained_dir)
-    elif freeze_backbone:
-        raise ConfigError("freeze-backbone=true needs pretrained=true: a frozen random backbone cannot learn")
-    model.fc = nn.Linear(model.fc.in_features, num_classes)
     if freeze_backbone:
         for name, parameter in model.named_parameters():
-            parameter.requires_grad = name.startswith("fc.")
+            parameter.requires_grad = name.startswith(ARCHS[arch].head + ".")
     return model
 
 
@@ -107,11 +114,12 @@ class ModelSpec:
         image = self.image
         return {"arch": self.arch, "num_classes": self.num_classes, "image_size": image.image_size,
                 "mean": list(image.mean), "std": list(image.std), "format_version": FORMAT_VERSION,
-                "resize_size": image.resize_size}
+                "resize_size": image.resize_size, "interpolation": image.interpolation}
 
     @classmethod
     def from_json(cls, raw: dict) -> ModelSpec:
-        image = ImageSpec(raw["image_size"], tuple(raw["mean"]), tuple(raw["std"]), raw.get("resize_size", 0))
+        image = ImageSpec(raw["image_size"], tuple(raw["mean"]), tuple(raw["std"]), raw.get("resize_size", 0),
+                          raw.get("interpolation", "bilinear"))
         return cls(raw["arch"], raw["num_classes"], image)
 
 

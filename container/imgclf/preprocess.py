@@ -95,6 +95,7 @@ class ImageSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     resize_size: int = 0  # the shorter side before the center crop; 0: image_size / CROP_RATIO
+    interpolation: str = "bilinear"  # of that resize: torchvision's InterpolationMode value
 
     def __post_init__(self) -> None:
         if not self.resize_size:
@@ -102,6 +103,8 @@ class ImageSpec:
         if self.resize_size < self.image_size:
             raise ValueError(f"resize_size {self.resize_size} is below image_size {self.image_size}: "
                              "the center crop would not fit")
+        if self.interpolation.upper() not in Image.Resampling.__members__:
+            raise ValueError(f"interpolation {self.interpolation!r} is not one of Pillow's resampling filters")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -277,7 +280,7 @@ def eval_preprocess(image: Image.Image, spec: ImageSpec, side: float | None = No
     width, height = image.size
     side = side or _crop_side(width, height, spec)
     left, top = (width - side) / 2, (height - side) / 2
-    crop = image.resize((spec.image_size,) * 2, Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
+    crop = image.resize((spec.image_size,) * 2, Image.Resampling[spec.interpolation.upper()], box=(left, top, left + side, top + side))
     return F.pil_to_tensor(crop)
 
 

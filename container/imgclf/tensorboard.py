@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from torchvision.utils import make_grid
 
-from .config import ConfigError, Hyperparameters, TrainingEnv
+from .config import ConfigError, TrainingEnv
+from .hyperparameters import Hyperparameters
 from .monitor import RuleMonitor
 from .preprocess import ImageSpec
 

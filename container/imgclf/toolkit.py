@@ -54,6 +54,8 @@ from pathlib import Path
 import psutil
 
 from .failure import FAILURE_FILE, describe_oom_kill, oom_kills, write_failure
+from .gpu import host_gpu_count
+from .hyperparameters import to_bool
 
 log = logging.getLogger("imgclf.toolkit")
 
@@ -90,10 +92,6 @@ def _forward(signum: int, _frame) -> None:
     deadline = time.monotonic() + STOP_GRACE_SECONDS
     while time.monotonic() < deadline and any(_running(child) for child in children):
         time.sleep(0.1)
-
-
-def _enabled(value: object) -> bool:
-    return str(value).strip().lower() in ("true", "1")
 
 
 def _resolves(host: str) -> bool:
@@ -208,13 +206,14 @@ def run_program() -> None:
     entry_point._wait_hostname_resolution = wait_and_join
     args, env_vars = env.to_cmd_args(), env.to_env_vars()
     process_runner = runner.ProcessRunnerType
-    flag = _enabled(env.additional_framework_parameters.get("sagemaker_torch_distributed_enabled"))
-    if flag or env.num_gpus > 1 or len(env.hosts) > 1:
+    flag = to_bool(env.additional_framework_parameters.get("sagemaker_torch_distributed_enabled", False))
+    gpus = host_gpu_count()
+    if flag or gpus > 1 or len(env.hosts) > 1:
         if len(env.hosts) > 1 and not flag:
             log.info("%d hosts without sagemaker_torch_distributed_enabled: training one distributed job on all of them",
                      len(env.hosts))
         hosts = env.distribution_hosts or env.hosts  # empty on SageMaker when the flag is off
-        process_runner = TorchrunRunner(env.user_entry_point, args, env_vars, max(1, env.num_gpus), hosts[0], hosts,
+        process_runner = TorchrunRunner(env.user_entry_point, args, env_vars, max(1, gpus), hosts[0], hosts,
                                         env.current_host, env.network_interface_name, env.current_instance_type)
     source = _program_source(env, environment.code_dir)
     entry_point.run(source, env.user_entry_point, args, env_vars, runner_type=process_runner)

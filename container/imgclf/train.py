@@ -1,6 +1,6 @@
 """The training program sagemaker-training's ``train`` runs (SAGEMAKER_PROGRAM).
 
-Fine-tunes a torchvision ResNet on the ``train`` channel, picks the best epoch on
+Fine-tunes a torchvision classifier (imgclf.archs) on the ``train`` channel, picks the best epoch on
 ``valid``, reports ``test``, and leaves the model in SM_MODEL_DIR.
 """
 
@@ -25,17 +25,19 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim import lr_scheduler
 from torch.utils.data import DataLoader, DistributedSampler
 from torchvision import models
 
 from . import atomic, data, debugger, distributed, gpu, metrics, precision, report, stopping, tensorboard
 from .augment import augment_batch, pad_collate
 from .checkpoint import Checkpoints, open_run, remove_leftovers, run_settings
-from .config import ConfigError, Hyperparameters, TrainingEnv, parse_hyperparameters
+from .config import ConfigError, TrainingEnv
+from .hyperparameters import Hyperparameters, parse_hyperparameters
 from .distributed import Ranks
 from .failure import describe_os_error, write_failure
 from .logs import setup_logging
-from .model import ModelSpec, create_model, imagenet_weights_filename, save_artifacts
+from .model import ModelSpec, create_model, eval_image_spec, imagenet_weights_filename, save_artifacts
 from .monitor import RuleMonitor
 from .preprocess import ImageSpec, normalize
 from .profiling import start_profiler, stop_profiler
@@ -60,22 +62,21 @@ def build_optimizer(hp: Hyperparameters, model: nn.Module) -> torch.optim.Optimi
     return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
 
 
-def build_scheduler(hp: Hyperparameters, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step learning-rate factor: linear warm-up, then cosine, step or constant."""
+def build_scheduler(hp: Hyperparameters, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> lr_scheduler.LRScheduler:
+    """Per step: a linear warm-up from lr / its steps up to lr, then cosine (to 0 at the last step),
+    step (x lr-gamma every lr-step-size epochs after the warm-up) or constant, as torchvision's
+    classification reference chains them."""
     warmup = hp.lr_warmup_epochs * steps_per_epoch
-    total = hp.epochs * steps_per_epoch
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if hp.lr_scheduler == "cosine":
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        if hp.lr_scheduler == "step":
-            return hp.lr_gamma ** (step // steps_per_epoch // hp.lr_step_size)
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if hp.lr_scheduler == "cosine":
+        main = lr_scheduler.CosineAnnealingLR(optimizer, max(1, hp.epochs * steps_per_epoch - warmup))
+    elif hp.lr_scheduler == "step":
+        main = lr_scheduler.StepLR(optimizer, hp.lr_step_size * steps_per_epoch, hp.lr_gamma)
+    else:
+        main = lr_scheduler.ConstantLR(optimizer, 1.0)
+    if not warmup:
+        return main
+    ramp = lr_scheduler.LinearLR(optimizer, 1 / warmup, total_iters=max(1, warmup - 1))
+    return lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
 
 
 def default_workers(requested: int, device: torch.device, num_cpus: int) -> int:
@@ -96,17 +97,25 @@ class Job:
     amp_dtype: torch.dtype | None
     image_spec: ImageSpec
     classes: list[data.ClassInfo]
-    on_device: bool  # augmentation on the training device (batches of padded uint8 images)
     train_loader: DataLoader
     eval_loaders: dict[str, DataLoader]
-    network: nn.Module  # what trains: the model, compiled, inside DDP
-    compiled: nn.Module  # what evaluates
+    network: nn.Module  # state.model, compiled with compile=true, in DDP when distributed
     criterion: nn.Module
     hook: object  # smdebug's, or None
     state: TrainingState
     board: tensorboard.Board
     checkpoints: Checkpoints | None = None
     profiler: object = None
+
+    @property
+    def on_device(self) -> bool:
+        """Augmentation on the training device: train batches are padded uint8 images."""
+        return augments_on_device(self.hp.augment_on, self.device)
+
+    @property
+    def evaluator(self) -> nn.Module:
+        """The network without DDP: each process evaluates its own shard, with no collective per batch."""
+        return self.network.module if isinstance(self.network, DistributedDataParallel) else self.network
 
     def to_inputs(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         """A train loader batch as the model's (inputs, targets)."""
@@ -175,7 +184,7 @@ def totals(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: fl
 def evaluate(job: Job, loader: DataLoader, confusion: torch.Tensor | None = None) -> dict[str, float]:
     """Loss and accuracy over ``loader``; also counts [true, predicted] pairs into ``confusion``."""
     device, amp_dtype = job.device, job.amp_dtype
-    job.compiled.eval()
+    job.evaluator.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, start = 0, time.perf_counter()
@@ -183,7 +192,7 @@ def evaluate(job: Job, loader: DataLoader, confusion: torch.Tensor | None = None
         inputs = normalize(images, job.image_spec, device)
         targets = targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            outputs = job.compiled(inputs)
+            outputs = job.evaluator(inputs)
         loss_sum += job.criterion(outputs.float(), targets) * targets.size(0)
         predicted = outputs.argmax(1)
         correct += (predicted == targets).sum()
@@ -218,7 +227,7 @@ def augments_on_device(requested: str, device: torch.device) -> bool:
 
 
 def final_map_side(image_size: int) -> int:
-    """The side of a ResNet's last feature map: five stride-2 stages, each ceil(n / 2)."""
+    """The side of the last feature map of every arch (imgclf.archs): five stride-2 stages, each ceil(n / 2)."""
     for _ in range(5):
         image_size = (image_size + 1) // 2
     return image_size
@@ -265,19 +274,19 @@ def build_loaders(
 
 
 def build_network(hp: Hyperparameters, env: TrainingEnv, num_classes: int, device: torch.device, ranks: Ranks,
-                  amp_dtype: torch.dtype | None) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module, object, torch.dtype | None]:
-    """(model, compiled, network, criterion, Debugger hook, autocast dtype): ``model`` keeps the plain
-    state_dict keys, ``compiled`` evaluates, ``network`` (DDP around it) trains."""
+                  amp_dtype: torch.dtype | None) -> tuple[nn.Module, nn.Module, nn.Module, object, torch.dtype | None]:
+    """(model, network, criterion, Debugger hook, autocast dtype): ``model`` keeps the plain
+    state_dict keys, ``network`` (compiled, in DDP) runs."""
     model = create_model(hp.arch, num_classes, hp.pretrained, env.channel("pretrained"), hp.freeze_backbone)
     model = model.to(device, memory_format=torch.channels_last)
-    compiled = torch.compile(model) if hp.compile else model
-    network = DistributedDataParallel(compiled) if ranks.active else compiled
+    network = torch.compile(model) if hp.compile else model
+    network = DistributedDataParallel(network) if ranks.active else network
     criterion = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
     hook = debugger.create_hook(env.input_config_dir, model, criterion)
     if hook is not None and amp_dtype == torch.bfloat16:
         log.info("Debugger hook: smdebug cannot save bf16 tensors, so this job trains in fp32")
         amp_dtype = None
-    return model, compiled, network, criterion, hook, amp_dtype
+    return model, network, criterion, hook, amp_dtype
 
 
 def check_weights_reachable(hp: Hyperparameters, env: TrainingEnv, timeout: float = 5.0) -> None:
@@ -317,14 +326,14 @@ def setup(hp: Hyperparameters, env: TrainingEnv) -> Job:
     log.info("device %s, precision %s, augmentation on the %s, hyperparameters %s", device, amp_dtype or "fp32",
              "device" if on_device else "CPU", json.dumps(asdict(hp)))
 
-    image_spec = ImageSpec(hp.image_size)
+    image_spec = eval_image_spec(hp.arch, hp.image_size)
     classes, splits = load_splits(hp, env, image_spec)
     if hp.early_stopping_patience and "valid" not in splits:
         raise ConfigError("early-stopping-patience needs a 'valid' channel to watch")
     workers = default_workers(hp.num_workers, device, env.num_cpus // ranks.local_world_size)
     train_loader, eval_loaders = build_loaders(hp, splits, image_spec, device, workers, ranks, generator, on_device)
 
-    model, compiled, network, criterion, hook, amp_dtype = build_network(hp, env, len(classes), device, ranks, amp_dtype)
+    model, network, criterion, hook, amp_dtype = build_network(hp, env, len(classes), device, ranks, amp_dtype)
     optimizer = build_optimizer(hp, model)
     steps = len(train_loader)
     state = TrainingState(
@@ -333,8 +342,8 @@ def setup(hp: Hyperparameters, env: TrainingEnv) -> Job:
         RuleMonitor(hp.rules, hp.rules_action == "stop", steps, ranks.mean),
     )
     board = tensorboard.open_board(hp, env, ranks.is_main, image_spec, state.monitor, optimizer)
-    return Job(hp, env, ranks, device, amp_dtype, image_spec, classes, on_device, train_loader, eval_loaders,
-               network, compiled, criterion, hook, state, board)
+    return Job(hp, env, ranks, device, amp_dtype, image_spec, classes, train_loader, eval_loaders, network, criterion,
+               hook, state, board)
 
 
 def save_model(job: Job) -> None:
@@ -361,9 +370,13 @@ def resume(job: Job) -> None:
     log.info("resuming after epoch %d from the checkpoint in %s", saved["epoch"], job.checkpoints.folder)
 
 
+class Diverged(ArithmeticError):
+    """The loss is not finite: the settings (most often the learning rate) made training diverge."""
+
+
 def check_finite(epoch: int, split: str, values: dict[str, float], lr: float) -> None:
     if not math.isfinite(values["loss"]):
-        raise ConfigError(f"training diverged in epoch {epoch}: the {'' if split == 'train' else split + ' '}loss is "
+        raise Diverged(f"training diverged in epoch {epoch}: the {'' if split == 'train' else split + ' '}loss is "
                           f"{values['loss']}; try a lower lr (now {lr:g})")
 
 
@@ -426,7 +439,7 @@ def finish(job: Job) -> dict:
         debugger.set_mode(job.hook, train=False)
         final = evaluate(job, job.eval_loaders[split], confusion)
         if not math.isfinite(final["loss"]):
-            raise ConfigError(f"the kept model (epoch {best.epoch}) gives a {split} loss of {final['loss']}: its outputs are "
+            raise Diverged(f"the kept model (epoch {best.epoch}) gives a {split} loss of {final['loss']}: its outputs are "
                               f"not finite; try a lower lr (now {job.hp.lr:g})")
         if split == "test":
             summary["test"] = final
@@ -485,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning(message)
         write_failure(env.output_dir, message)
         return 128 + signal.SIGTERM
-    except ConfigError as e:
+    except (ConfigError, Diverged) as e:
         log.error("training failed: %s", e)
         write_failure(env.output_dir, str(e))
         return 1

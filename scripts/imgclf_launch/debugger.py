@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from importlib.util import find_spec
 from pathlib import Path
+
+from imgclf.archs import ARCHS
 
 from .jobs import Collection, CustomRule, Debugger
 
@@ -12,8 +15,9 @@ from .jobs import Collection, CustomRule, Debugger
 RULES_SOURCE = Path(find_spec("imgclf.rules").origin)
 
 # Save intervals in steps. The built-in rules default to 500, which saves one or two values in a
-# job of this size (about 100 steps an epoch at batch 64).
-COLLECTIONS = (Collection("losses", 10), Collection("gradients", 20), Collection("relu_input", 50, ".*relu_input"),
+# job of this size (about 100 steps an epoch at batch 64). relu_input (the name PoorWeightInitialization's
+# configuration reads) holds the arch's activation inputs (imgclf.archs).
+COLLECTIONS = (Collection("losses", 10), Collection("gradients", 20), Collection("relu_input", 50),
                Collection("weights", 50))
 # (rule, the collection it reads): PoorWeightInitialization reads relu_input.
 BUILTIN_RULES = (("LossNotDecreasing", "losses"), ("VanishingGradient", "gradients"), ("Overfit", None),
@@ -24,11 +28,13 @@ PROFILER_RULES = ("ProfilerReport", "LowGPUUtilization")
 CUSTOM_RULES = (("LossNotDecreasing", "losses", {"window": "5"}), ("VanishingGradient", "gradients", {}))
 
 
-def settings(output_path: str | None, custom_rule_image: str | None, rules_source: str | None) -> Debugger:
+def settings(output_path: str | None, custom_rule_image: str | None, rules_source: str | None, arch: str) -> Debugger:
     custom = tuple(CustomRule(name=f"Imgclf{rule}", rule_to_invoke=rule, collection=collection, image=custom_rule_image,
                               source=rules_source, parameters=parameters)
                    for rule, collection, parameters in CUSTOM_RULES) if custom_rule_image else ()
-    return Debugger(s3_output_path=f"{output_path}/debug" if output_path else None, collections=COLLECTIONS,
+    collections = tuple(replace(c, include_regex=ARCHS[arch].activations) if c.name == "relu_input" else c
+                        for c in COLLECTIONS)
+    return Debugger(s3_output_path=f"{output_path}/debug" if output_path else None, collections=collections,
                     builtin_rules=BUILTIN_RULES, custom_rules=custom, profiler_rules=PROFILER_RULES,
                     profiler_interval_ms=500)
 

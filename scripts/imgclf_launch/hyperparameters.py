@@ -1,13 +1,13 @@
 """The hyperparameters the launchers send, checked on the laptop with the container's own parser.
 
-Only values that differ from the container's defaults (imgclf.config.Hyperparameters) are sent.
+Only values that differ from the container's defaults (imgclf.hyperparameters.Hyperparameters) are sent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from imgclf.config import ConfigError, parse_hyperparameters
+from imgclf.hyperparameters import ConfigError, parse_hyperparameters
 
 from .flags import LaunchError
 from .jobs import SearchSpace

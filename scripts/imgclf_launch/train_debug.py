@@ -26,13 +26,15 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
+from imgclf.hyperparameters import parse_hyperparameters
+
 from . import aws_errors, backends, debugger, flags
 from .dryrun import DryRun
 from .hyperparameters import checked, with_defaults
 from .jobs import Target, TrainingJob
 from .names import timestamped
 
-# What differs from the container's defaults (imgclf.config.Hyperparameters): the reference
+# What differs from the container's defaults (imgclf.hyperparameters.Hyperparameters): the reference
 # project's batch size and learning rate.
 DEFAULTS = {"batch-size": "256", "lr": "0.00105"}
 
@@ -63,10 +65,12 @@ def hyperparameters_from(path: Path | None) -> dict[str, str]:
 def training_job(target: Target, args: argparse.Namespace, rules_source: str | None) -> TrainingJob:
     with_debugger = not (target.local or args.no_debugger)  # local mode drops Debugger settings
     tensorboard = f"{target.output_path}/tensorboard" if (target.output_path or "").startswith("s3://") else None
+    hyperparameters = hyperparameters_from(args.hyperparameters)
+    arch = parse_hyperparameters([f"--{name}={value}" for name, value in hyperparameters.items()]).arch
     channels = flags.channels(target.data) | flags.pretrained_channel(args.pretrained, target.local)
-    return TrainingJob(hyperparameters=hyperparameters_from(args.hyperparameters), channels=channels,
+    return TrainingJob(hyperparameters=hyperparameters, channels=channels,
                        name=timestamped("imgclf"), tensorboard_s3=tensorboard,
-                       debugger=debugger.settings(target.output_path, args.custom_rule_image, rules_source)
+                       debugger=debugger.settings(target.output_path, args.custom_rule_image, rules_source, arch)
                        if with_debugger else None)
 
 
