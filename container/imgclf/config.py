@@ -155,7 +155,8 @@ class ServingConfig:
         ("IMGCLF_TORCH_THREADS", "CPUs / workers", "torch's intra-op threads per worker"),
         ("SAGEMAKER_MODEL_SERVER_TIMEOUT", "60", "seconds a request may take from nginx's hand-off to its answer (503 after)"),
         ("SAGEMAKER_MAX_PAYLOAD_IN_MB", "6", "the body limit in MiB (413 above); also `/execution-parameters`' MaxPayloadInMB"),
-        ("IMGCLF_MAX_IMAGE_PIXELS", "64000000", "an image declaring more pixels is refused (413) before any pixel is decoded"),
+        ("IMGCLF_MAX_IMAGE_PIXELS", "64000000, less where the container's memory is small",
+         "an image declaring more pixels is refused (413) before any pixel is decoded (WEBP: fewer, by its cost per pixel)"),
         ("IMGCLF_MAX_IMAGES_PER_REQUEST", "256", "instances in one JSON request (413 above)"),
         ("IMGCLF_MAX_BATCH_SIZE", "32 on GPU, 8 on CPU", "images in one forward pass across concurrent requests"),
         ("IMGCLF_MAX_BATCH_WAIT_MS", "5", "how long the batcher waits for requests still decoding (0: never)"),
@@ -166,7 +167,8 @@ class ServingConfig:
         ("SAGEMAKER_BATCH_STRATEGY", "SINGLE_RECORD", "`/execution-parameters`' BatchStrategy: SINGLE_RECORD or MULTI_RECORD (JSON Lines)"),
         ("IMGCLF_MAX_CONNECTIONS", "4096", "connections nginx holds at once (at least 16)"),
         ("IMGCLF_CLIENT_TIMEOUT", "20", "seconds a client may pause while sending a request or reading the answer (408)"),
-        ("IMGCLF_DECODE_SLOTS", "CPUs / workers", "images decoding at once in a worker: decoding memory is this x 0.5 GB at most"),
+        ("IMGCLF_DECODE_SLOTS", "CPUs / workers, fewer where the container's memory is small",
+         "images decoding at once in a worker: decoding memory is this x the pixel cap x 6 bytes at most"),
         ("IMGCLF_SERVE_USER", "(none; the image: imgclf)", "started as root, nginx's and gunicorn's workers run as this user"),
     )
 
