@@ -29,7 +29,7 @@ def split(body: bytes, content_type: str, max_images: int = 4) -> tuple[list[byt
 
 READERS = {  # how a client reads each response type back
     "application/json": lambda body: json.loads(body)["predictions"],
-    "application/jsonlines": lambda body: [json.loads(line) for line in body.decode().split("\n")[:-1]],
+    "application/jsonlines": lambda body: [json.loads(line) for line in body.decode().split("\n")],
 }
 
 

@@ -540,6 +540,33 @@ def test_local_batch_transform_with_the_sdk_defaults(image, model_tar, jpeg_fold
     check_transform_output(tmp_path, expected)
 
 
+@SDK2_ONLY
+@pytest.mark.docker
+def test_local_batch_transform_multi_record_json_lines(image, model_tar, jpeg_folder, tmp_path, stops_local_containers):
+    """MultiRecord with SplitType Line: the SDK packs many JSON Lines records into each request and
+    assembles the answers with a newline; the output has one ranked list per input line, in order."""
+    import base64
+
+    from sagemaker.model import Model
+
+    folder, expected = jpeg_folder
+    names = sorted(expected)
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "images.jsonl").write_text("".join(
+        json.dumps({"b64": base64.b64encode((folder / name).read_bytes()).decode()}) + "\n" for name in names))
+    model = Model(image_uri=image, model_data=f"file://{model_tar}", role=LOCAL_ROLE, sagemaker_session=local_backend().session)
+    transformer = model.transformer(instance_count=1, instance_type="local", output_path=f"file://{tmp_path / 'out'}",
+                                    strategy="MultiRecord", assemble_with="Line", accept="application/jsonlines",
+                                    max_payload=1)
+    transformer.transform(f"file://{records}", content_type="application/jsonlines", split_type="Line",
+                          wait=True, logs=False)
+    lines = (tmp_path / "out" / "images.jsonl.out").read_text().splitlines()
+    assert len(lines) == len(names), lines[:3]
+    labels = dict(zip(names, (json.loads(line)[0]["label"] for line in lines)))
+    assert len([name for name in names if labels[name] != expected[name]]) <= 2, labels
+
+
 @pytest.mark.docker
 def test_transform_launcher_in_local_mode(image, model_tar, jpeg_folder, tmp_path, capsys, stops_local_containers):
     folder, expected = jpeg_folder

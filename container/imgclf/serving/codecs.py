@@ -123,7 +123,9 @@ def _encode_json(predictions: list[list[dict]]) -> bytes:
 
 
 def _encode_lines(predictions: list[list[dict]]) -> bytes:
-    return b"".join(json.dumps(ranked).encode() + b"\n" for ranked in predictions)
+    """Lines separated, not ended, by a newline: batch transform's AssembleWith=Line adds one after
+    each response, so the assembled output has exactly one line per record."""
+    return b"\n".join(json.dumps(ranked).encode() for ranked in predictions)
 
 
 RESPONSE_TYPES: dict[str, ResponseType] = {
