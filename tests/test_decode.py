@@ -194,6 +194,25 @@ def test_hostile_images_answer_json_within_the_deadline(hurried_decoder):
     assert "WORKER TIMEOUT" not in log and log.count("Booting worker") == 1, log[-3000:]
 
 
+@pytest.mark.slow
+def test_async_endpoint_settings_take_a_photo_over_the_real_time_limit(tmp_path):
+    """deploy.py --async raises the body limit and the deadline (ASYNC_ENVIRONMENT): a JPEG over
+    real-time's 6 MiB is 413 by default and classified under those settings."""
+    from imgclf_launch.deploy import ASYNC_ENVIRONMENT
+
+    body = encoded(Image.fromarray(np.random.default_rng(0).integers(0, 256, (2400, 3200, 3), np.uint8)), "JPEG",
+                   quality=100)
+    assert len(body) > 6 * 1024 * 1024, len(body)
+    write_random_model(tmp_path / "model", "resnet18", 10, 32)
+    for env, status in (({}, 413), (ASYNC_ENVIRONMENT, 200)):
+        server = ServeProcess(tmp_path / "model", tmp_path / f"serve-{status}.log", env=dict(env))
+        try:
+            server.wait_until_healthy()
+            assert_json(post(server.url, body, timeout=60), (status,))
+        finally:
+            assert server.stop() == 0, server.log()[-3000:]
+
+
 @pytest.mark.docker
 def test_small_container_serves_two_big_pngs_and_refuses_an_ico(image, tmp_path):
     """ResNet-50 under --memory 1500m --cpus 2, after ordinary load: two 8000x8000 RGBA PNGs at once
