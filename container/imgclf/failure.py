@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 from pathlib import Path
 
-from . import atomic
+from . import atomic, resources
+from .resources import CGROUP
 
 log = logging.getLogger(__name__)
 
 FAILURE_FILE = "failure"
 FAILURE_REASON_LIMIT = 1024
-CGROUP = Path("/sys/fs/cgroup")
 
 
 def write_failure(output_dir: Path, message: str) -> bool:
@@ -62,14 +61,14 @@ def oom_kills(root: Path = CGROUP) -> int:
 
 def memory_limit_text(root: Path = CGROUP) -> str:
     """The cgroup's memory limit for people: ``3.0 GiB``, or the machine's memory without one."""
-    for path in (root / "memory.max", root / "memory" / "memory.limit_in_bytes"):
-        try:
-            text = path.read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < 2**60:  # v1 says "no limit" with a huge number, v2 with "max"
-            return f"{int(text) / 2**30:.1f} GiB (the container's limit)"
-    return f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB (the machine's memory)"
+    physical = resources.physical_memory()
+    try:
+        limit = resources.memory_limit(root)
+    except (OSError, ValueError):
+        limit = None
+    if limit and limit < physical:  # cgroup v1 says "no limit" with a number larger than any machine
+        return f"{limit / 2**30:.1f} GiB (the container's limit)"
+    return f"{physical / 2**30:.1f} GiB (the machine's memory)"
 
 
 def describe_oom_kill(root: Path = CGROUP) -> str:

@@ -59,8 +59,12 @@ def cpu_quota(root: Path = CGROUP) -> float | None:
     return None
 
 
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def read(root: Path = CGROUP) -> Resources:
-    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    physical = physical_memory()
     cpus = len(os.sched_getaffinity(0))
     quota = cpu_quota(root)
     if quota:
