@@ -54,7 +54,7 @@ sample-data: $(DATA)/.done  ## write the sample channels (handwritten digits) to
 
 demo: train-demo  ## train on the sample data the way SageMaker runs `train` (no docker needed)
 
-train-demo: venv sample-data
+train-demo: venv sample-data  ## what make demo runs: a fresh build/demo, then local_train.py on the sample data
 	rm -rf build/demo  # a fresh job each time (the base keeps checkpoints otherwise)
 	$(PY) scripts/local_train.py --data $(DATA) --base build/demo --hyperparameters $(HPS)
 
@@ -68,11 +68,11 @@ test: venv nginx test-sdk3  ## the test suite in .venv (SDK 2.x), after the laun
 
 # The two-instance local-mode job is left to the 2.x run (the image's torchrun is the same; here it
 # would add 5 minutes to CI): make test-sdk3 SDK3_ALL=1 runs it too.
-test-sdk3: venv-sdk3  ## the launcher tests (tests/test_launchers.py) with SDK 3.x, in build/sdk3 (about 3 minutes)
+test-sdk3: venv-sdk3  ## the launcher tests (tests/test_launchers.py) with SDK 3.x, in build/sdk3
 	$(SDK3_VENV)/bin/python -m pytest tests/test_launchers.py \
 		$(if $(SDK3_ALL),,--deselect tests/test_launchers.py::test_local_mode_two_instances_train_one_model)
 
-test-fast: venv nginx  ## the in-process tests only (no training, no server, no docker, SDK 2.x only): under a minute
+test-fast: venv nginx  ## the in-process tests only (no training, no server, no docker, SDK 2.x only)
 	$(PY) -m pytest tests -m "not slow and not docker" --durations=5
 
 docs: venv  ## build the manual (docs/, mkdocs.yml) into build/site; --strict: a broken link or a page missing from the nav fails
@@ -84,7 +84,7 @@ build:  ## build the image $(IMAGE):$(TAG) (also tagged with the git sha)
 		-t $(IMAGE):$(TAG) -t $(IMAGE):$(GIT_SHA) . ; status=$$?; rm -f docker/ca/ca.pem; exit $$status
 	@docker image inspect $(IMAGE):$(TAG) --format 'built $(IMAGE):$(TAG): {{.Size}} bytes'
 
-push:  ## push $(IMAGE) to ECR as :latest and :<git sha> (account and region from your AWS config)
+push: venv  ## push $(IMAGE) to ECR as :latest and :<git sha> (account and region from your AWS config)
 	docker/push.sh $(IMAGE) $(TAG) $(GIT_SHA)
 
 train-local: sample-data  ## run the image's `train` on the sample data (local_test/test_dir mounted as /opt/ml)

@@ -1,4 +1,5 @@
-"""The baselines: training and serving written the way the original project's scripts were.
+"""The baselines: training and serving written the usual way (ImageFolder + PIL transforms, fp32,
+one request at a time).
 
 Training (train_model.py / hpo.py style): torchvision ImageFolder with PIL transforms run every
 epoch, a default DataLoader, fp32, one plain optimizer step per batch.

@@ -5,7 +5,8 @@
 
 Needs python3 with torch and torchvision, and this repository's other imports (Flask, its
 blinker and itsdangerous: ``make gpu-wheels`` downloads them for a machine without network).
-Measures: training throughput of ours against the original project's style (bench/train.py);
+Measures: training throughput of ours against a baseline written the usual way (ImageFolder + PIL
+transforms, fp32: bench/baseline.py, via bench/train.py);
 forward-only throughput per precision and memory layout (bench/forward.py); the Flask app
 in-process with concurrent client threads (bench/load.py); the precision ``auto`` chooses; and
 ``doctor``'s verdict. Each part that fails is recorded with its error; the others still run.

@@ -1,4 +1,5 @@
-"""Serving speed: our `serve` against its physical limit and a server written like the original project.
+"""Serving speed: our `serve` against its physical limit and a baseline server written the usual way
+(PIL decode, fp32, one request at a time: bench/baseline.py).
 
     python bench/serve.py                        # ResNet-50, 224 px, 133 classes, random weights
     python bench/serve.py --model-dir build/demo/model --requests 300
@@ -6,7 +7,7 @@
 In one run, on the same cores and the same model files, one after the other: (a) the model alone,
 forward only, at its best batch size per precision and memory layout (bench/forward.py); (b) what
 decoding and preprocessing the bench JPEG costs per image, ours and the baseline's; (c) our `serve`
-and (d) a one-request-at-a-time server written like the original project, each answering the same
+and (d) the one-request-at-a-time baseline server (bench/baseline.py), each answering the same
 500x375 JPEG at concurrency 1, 8, 32 on loopback; (f) the ratios: ours over the forward-only limit
 of the precision `serve` chose, and ours over the baseline.
 """

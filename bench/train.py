@@ -1,4 +1,5 @@
-"""Training speed: our training program against the original project's style, same data and hardware.
+"""Training speed: our training program against a baseline written the usual way (ImageFolder + PIL
+transforms, fp32: bench/baseline.py), same data and hardware.
 
     python bench/train.py                                   # CPU-sized defaults
     python bench/train.py --arch resnet50 --image-size 224 --images 4096 --batch-size 128   # on a GPU

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the image on a machine like our CI: no engine running, no registry to pull from,
+# Build the image on a CI-like machine: no engine running, no registry to pull from,
 # and PyPI behind a TLS-intercepting proxy whose CA only the host trusts.
 #   docker/ci-build.sh imgclf:latest
 set -euo pipefail

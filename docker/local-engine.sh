@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Prepare a machine that has no Docker engine and cannot pull images (our CI and dev
-# machines): install the engine, start it, and build a Debian base image with debootstrap.
+# Prepare a machine that has no Docker engine and cannot pull images (a CI-like
+# machine): install the engine, start it, and build a Debian base image with debootstrap.
 # Prints the base image's name. Idempotent: reuses a running engine and an existing base.
 #
 #   BASE=$(docker/local-engine.sh)    # then: make build BASE_IMAGE=$BASE

@@ -26,8 +26,9 @@ README_MAX_LINES = 250
 NARRATION = [re.compile(p, re.IGNORECASE) for p in (
     r"\bissue \d+", r"\bsessions? \d+", r"(?<!--)\brounds? \d+", r"\bthe issue's", r"\(before[:,]", r"\bbefore: ",
     r"\bopen item", r"\bour (dev|ci)\b", r"\bwas lent\b", r"\bnone lent\b",
+    r"\boriginal project", r"\bthe old name\b", r"\bthe run before it\b", r"\bone earlier run\b", r"\btaken before\b",
 )]
-SEARCHED = ("README.md", "docs", "container", "scripts", "bench")
+SEARCHED = ("README.md", "docs", "container", "scripts", "bench", "docker")
 TEXT_SUFFIXES = {".py", ".md", ".sh", ".txt", ".toml", ".yml", ".yaml", ".cfg", ".ini", ".conf", ""}
 
 

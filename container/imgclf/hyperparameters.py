@@ -158,8 +158,8 @@ class Hyperparameters:
     early_stopping_patience: int = setting(0, integer(0), "0: off; else stop after this many epochs without a "
                                            "better valid accuracy (needs `valid`)")
     precision: str = setting("auto", choice(PRECISIONS), "auto: bf16 on GPUs with native bf16 (compute capability "
-                             ">= 8.0), else fp16 with loss scaling (T4, V100); fp32 on CPUs (their bf16 convolution "
-                             "gradients can turn NaN) ([GPUs](gpu.md#precision))", run=True)
+                             ">= 8.0), else fp16 with loss scaling (T4; V100 needs a cu126 build); fp32 on CPUs "
+                             "(their bf16 convolution gradients can turn NaN) ([GPUs](gpu.md#precision))", run=True)
     cache_images: str = setting("auto", choice(("auto", "true", "false")), "keep the decoded images in memory "
                                 "(auto: when they fit in half the free memory)")
     compile: bool = setting(False, boolean(), "`torch.compile` the model (needs an image built with "
