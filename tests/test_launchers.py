@@ -542,6 +542,30 @@ def test_local_batch_transform_with_the_sdk_defaults(image, model_tar, jpeg_fold
 
 @SDK2_ONLY
 @pytest.mark.docker
+def test_local_mode_script_mode_runs_the_jobs_own_program(image, tmp_path):
+    """Estimator(entry_point=..., source_dir=...) as a user writes it: the job's own program runs,
+    with its hyperparameters, and the image's package is importable from it."""
+    import tarfile
+
+    from sagemaker.estimator import Estimator
+
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "my_train.py").write_text(
+        "import json, os, sys\nimport imgclf.hyperparameters\n"
+        "with open(os.path.join(os.environ['SM_MODEL_DIR'], 'ran.json'), 'w') as f:\n"
+        "    json.dump({'argv': sys.argv[1:], 'declared': len(imgclf.hyperparameters.HYPERPARAMETERS)}, f)\n")
+    estimator = Estimator(image_uri=image, role=LOCAL_ROLE, instance_count=1, instance_type="local",
+                          entry_point="my_train.py", source_dir=str(source), output_path=f"file://{tmp_path / 'out'}",
+                          hyperparameters={"greeting": "hello"}, sagemaker_session=local_backend().session)
+    estimator.fit(wait=True, logs=False)
+    with tarfile.open(estimator.model_data.removeprefix("file://")) as archive:
+        ran = json.load(archive.extractfile("ran.json"))
+    assert ran["argv"] == ["--greeting", "hello"] and ran["declared"] > 0, ran
+
+
+@SDK2_ONLY
+@pytest.mark.docker
 def test_local_batch_transform_multi_record_json_lines(image, model_tar, jpeg_folder, tmp_path, stops_local_containers):
     """MultiRecord with SplitType Line: the SDK packs many JSON Lines records into each request and
     assembles the answers with a newline; the output has one ranked list per input line, in order."""
