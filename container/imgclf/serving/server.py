@@ -184,8 +184,8 @@ def _log_envelope(config: ServingConfig, limits: resources.Resources) -> None:
 
 
 def main() -> int:
-    if any(name not in os.environ for name in MALLOC_ENV):  # start again with it, before any allocation
-        os.execve(sys.executable, [sys.executable, "-m", __name__, *sys.argv[1:]], {**MALLOC_ENV, **os.environ})
+    if any(name not in os.environ for name in MALLOC_ENV):  # start again, the same way, with it set
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**MALLOC_ENV, **os.environ})
     setup_logging()  # workers inherit it through fork
     nginx = find_nginx()
     try:
