@@ -591,13 +591,23 @@ def test_local_batch_transform_multi_record_json_lines(image, model_tar, jpeg_fo
     assert len([name for name in names if labels[name] != expected[name]]) <= 2, labels
 
 
+def alone(model_tar: Path, tmp_path: Path) -> Path:
+    """A copy of the tarball in a folder of its own: the SDK's own local mode (the tests above call
+    it directly) unpacks a file:// model beside the tarball; the launchers must not."""
+    import shutil
+
+    (tmp_path / "model").mkdir()
+    return Path(shutil.copy(model_tar, tmp_path / "model" / "model.tar.gz"))
+
+
 @pytest.mark.docker
 def test_transform_launcher_in_local_mode(image, model_tar, jpeg_folder, tmp_path, capsys, stops_local_containers):
     folder, expected = jpeg_folder
+    model_tar = alone(model_tar, tmp_path)
     assert transform.main(["--local", "--image-uri", image, "--model-data", f"file://{model_tar}",
-                           "--input", str(folder), "--output-path", str(tmp_path)]) == 0
+                           "--input", str(folder), "--output-path", str(tmp_path / "out")]) == 0
     assert f"{len(expected)} of {len(expected)} images classified" in capsys.readouterr().out
-    check_transform_output(tmp_path, expected)
+    check_transform_output(tmp_path / "out", expected)
     assert sorted(p.name for p in model_tar.parent.iterdir()) == ["model.tar.gz"]  # unpacked in a temporary folder
 
 
@@ -630,6 +640,7 @@ def test_local_endpoint_as_shell_commands(image, model_tar, jpeg_folder, tmp_pat
     the model tarball is unpacked in a temporary folder, not beside itself."""
     folder, expected = jpeg_folder
     photo, label = next(iter(expected.items()))
+    model_tar = alone(model_tar, tmp_path)
     assert not serving_containers(), "a container already publishes port 8080"
     holder, log = start_holder(image, model_tar, "imgclf-shell-test")
     try:

@@ -163,6 +163,8 @@ def _unaccepted(source: bytes | Path, formats: Sequence[str]) -> ImageError:
         found = _format_of(stream.read(16))
     if found is None:
         return ImageError(f"not a readable image: it has no signature of {', '.join(formats)}")
+    if found in formats:  # the right signature, then a header its decoder could not read
+        return ImageError(f"not a readable image: a {found} signature, then a header that is not valid {found}")
     return UnsupportedFormat(f"the image has the signature of {found}, a format not accepted here; "
                              f"send one of {', '.join(formats)}")
 
