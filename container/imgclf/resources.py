@@ -82,10 +82,13 @@ def reserved_bytes(workers: int, model_size: int) -> int:
     return RUNTIME_BYTES + workers * (WORKER_BYTES + 2 * model_size)
 
 
+def decoding_bytes(workers: int, slots: int, pixels: int) -> int:
+    """The most memory decoding may hold at once: every slot of every worker at the pixel cap."""
+    return workers * slots * pixels * DECODE_BYTES_PER_PIXEL
+
+
 def fit_decoding(budget: int, workers: int, slots: int, pixels: int) -> tuple[int, int]:
-    """Decode slots per worker and the pixel cap such that workers x slots x pixels x
-    DECODE_BYTES_PER_PIXEL fits ``budget``: fewer slots first, then a smaller cap (never below
-    MIN_IMAGE_PIXELS)."""
-    per_image = pixels * DECODE_BYTES_PER_PIXEL
-    slots = max(1, min(slots, budget // (workers * per_image)))
-    return slots, max(MIN_IMAGE_PIXELS, min(pixels, budget // (workers * slots * DECODE_BYTES_PER_PIXEL)))
+    """Decode slots per worker and the pixel cap such that decoding_bytes fits ``budget``: fewer
+    slots first, then a smaller cap (never below MIN_IMAGE_PIXELS)."""
+    slots = max(1, min(slots, budget // decoding_bytes(workers, 1, pixels)))
+    return slots, max(MIN_IMAGE_PIXELS, min(pixels, budget // decoding_bytes(workers, slots, 1)))

@@ -173,7 +173,7 @@ def _supervise(children: dict[int, str]) -> int:
 
 
 def _log_envelope(config: ServingConfig, limits: resources.Resources) -> None:
-    decoding = config.workers * config.decode_slots * config.max_image_pixels * resources.DECODE_BYTES_PER_PIXEL
+    decoding = resources.decoding_bytes(config.workers, config.decode_slots, config.max_image_pixels)
     reserved = resources.reserved_bytes(config.workers, resources.model_bytes(config.model_dir))
     log.info("memory: %.2f GB, %d CPU(s); %d decode slot(s) per worker, images up to %d pixels: decoding at most "
              "%.2f GB besides %.2f GB for the model and runtime", limits.memory_bytes / 1e9, limits.cpus,
