@@ -1,16 +1,8 @@
-"""Every file the package writes goes through here: written to a temporary name unique to this
-process and call, flushed to disk, then renamed over the target, so a reader (the toolkit,
-SageMaker's uploads, a restarted job) sees the old file or the new one, never half of one.
-
-A failed write removes its temporary file before raising, so a full disk is not left fuller, and
-the error names the file: ``[Errno 28] No space left on device: '/opt/ml/model/model.pt'``.
-A process killed mid-write (SIGKILL: a spot reclaim without grace, the out-of-memory killer)
-leaves its temporary file behind; the names (``.model.pt.imgclf-partial-k3j9x1``) say whose they
-are, so the next start removes them (:func:`remove_leftovers`) before SageMaker uploads them.
-"""
+"""Atomic file writes: a temporary name unique to the process and call, then a rename over the target."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -64,8 +56,7 @@ def write_json(path: Path, value: Any) -> None:
 
 
 def save_torch(path: Path, value: Any) -> None:
-    """``torch.save`` through memory, so a disk error is an OSError with the path and errno
-    rather than torch's ``enforce fail at inline_container.cc``."""
+    """``torch.save`` through memory: a disk error is a WriteError naming the file, not torch's own."""
     import torch  # here: the report module uses this one on laptops without torch
 
     buffer = io.BytesIO()
@@ -84,8 +75,7 @@ def finite_or_null(value: Any) -> Any:
 
 
 def remove_temp_files() -> None:
-    """Delete the temporary files of writes this process left unfinished (first thing to do when
-    the disk is full and a failure reason still has to be written)."""
+    """Delete the temporary files of writes this process left unfinished (to free a full disk)."""
     for tmp in list(_pending):
         _remove(tmp)
         _pending.discard(tmp)
@@ -100,21 +90,15 @@ def remove_leftovers(folder: Path) -> list[Path]:
 
 
 def _remove(tmp: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         tmp.unlink()
-    except OSError:
-        pass
 
 
 def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX: a directory entry lives in the folder's data)."""
-    try:
+    """Make the rename itself durable, where the filesystem can (FUSE mounts refuse fsync on a folder)."""
+    with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems (FUSE mounts) refuse fsync on a folder; the data itself is synced
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
