@@ -1,9 +1,4 @@
-"""CUDA forward compatibility: /usr/local/cuda/compat goes first on the library path only when the
-host's driver is older than the image's torch needs and the compat libs support its branch.
-
-``train``, ``serve`` and ``doctor`` start through :func:`main`, which decides (without importing
-torch) and then execs the real command: the dynamic loader reads LD_LIBRARY_PATH at process start.
-"""
+"""CUDA forward compatibility: the compat libs first on the library path only where the host's driver needs them."""
 
 from __future__ import annotations
 
@@ -23,9 +18,7 @@ PROC_VERSION = Path("/proc/driver/nvidia/version")
 LIB_DIRS = (Path("/usr/lib/x86_64-linux-gnu"), Path("/usr/lib64"), Path("/usr/lib/aarch64-linux-gnu"),
             Path("/usr/local/nvidia/lib64"))
 
-# The oldest driver that runs each CUDA major release without the compat libs (NVIDIA CUDA Toolkit
-# release notes, "CUDA Toolkit and Minimum Required Driver Version for CUDA Minor Version
-# Compatibility": 13.x >= 580, 12.x >= 525.60.13, 11.x >= 450.80.02).
+# The oldest driver that runs each CUDA major release without the compat libs (docs/gpu.md: sources)
 NATIVE_MIN_DRIVER = {13: (580,), 12: (525, 60, 13), 11: (450, 80, 2)}
 
 Version = tuple[int, ...]
@@ -83,14 +76,14 @@ def decide(driver: Version | None, torch_cuda: str | None, compat: Version | Non
                           f"using the forward-compatibility libs {show(compat)} from {COMPAT_DIR}")
 
 
-def driver_from_smi(run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> Version | None:
+def smi_drivers(run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> list[str] | None:
+    """nvidia-smi's driver version, once per GPU; None where nvidia-smi does not answer."""
     try:
         result = run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                      capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    lines = result.stdout.split("\n") if result.returncode == 0 else []
-    return parse_version(lines[0]) if lines else None
+    return result.stdout.split() if result.returncode == 0 else None
 
 
 def driver_from_proc(path: Path = PROC_VERSION) -> Version | None:
@@ -115,9 +108,9 @@ def lib_version(folder: Path) -> Version | None:
 
 def host_driver(run: Callable[..., subprocess.CompletedProcess] = subprocess.run, proc: Path = PROC_VERSION,
                 lib_dirs: Iterable[Path] = LIB_DIRS) -> Version | None:
-    """The host's driver: nvidia-smi, else the kernel module's version, else the libcuda the
-    container toolkit mounted (never the compat folder's)."""
-    return driver_from_smi(run) or driver_from_proc(proc) or next(filter(None, map(lib_version, lib_dirs)), None)
+    """The host's driver: nvidia-smi, else the kernel module's, else the mounted libcuda's (not the compat one)."""
+    smi = smi_drivers(run) or [None]
+    return parse_version(smi[0]) or driver_from_proc(proc) or next(filter(None, map(lib_version, lib_dirs)), None)
 
 
 def torch_cuda_version() -> str | None:

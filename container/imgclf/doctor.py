@@ -1,8 +1,4 @@
-"""``doctor``: what this image sees of the host's GPUs and what ``train`` and ``serve`` would do there.
-
-Exit status: 0 when ``train`` and ``serve`` would run (on the GPUs, or on a host without GPUs),
-1 when the host has GPUs this image cannot use (the verdict line says why and what to do).
-"""
+"""``doctor``: what this image sees of the host's GPUs and what ``train`` and ``serve`` would do there."""
 
 from __future__ import annotations
 
@@ -39,18 +35,20 @@ def render(report: Report, compat_libs: str, cpu_bf16: bool, allow_cpu: bool) ->
         f"torch: {report.torch_version}, CUDA {report.torch_cuda or 'none (CPU build)'}, "
         f"kernels for {' '.join(report.arch_list) or 'no GPU'}",
         f"compat libs: {compat_libs} in {cuda_compat.COMPAT_DIR}; {report.compat}",
-        f"torch.cuda.is_available(): {report.cuda_available}" + (f" ({report.cuda_error})" if report.cuda_error else ""),
+        f"torch.cuda.is_available(): {report.cuda_available}"
+        + (f" ({report.cuda_error})" if report.cuda_error else ""),
     ]
     for g in report.gpus:
         lines.append(f"GPU {g.index}: {g.name}, compute capability {g.capability[0]}.{g.capability[1]}, "
-                     f"torch kernels: {'yes' if g.has_kernels else 'NO'}, native bf16: {'yes' if g.native_bf16 else 'no'}, "
-                     + _precisions(g.capability, cpu_bf16))
+                     f"torch kernels: {'yes' if g.has_kernels else 'NO'}, "
+                     f"native bf16: {'yes' if g.native_bf16 else 'no'}, " + _precisions(g.capability, cpu_bf16))
     lines.append(f"CPU: native bf16 {'yes' if cpu_bf16 else 'no'}, " + _precisions(None, cpu_bf16))
     status, line = verdict(report, allow_cpu)
     return status, lines + [line]
 
 
 def main() -> int:
+    """Print the report; exit 0 when ``train`` and ``serve`` would run here, 1 when the GPUs are unusable."""
     try:
         allow_cpu = cpu_allowed(os.environ)
     except ConfigError as e:

@@ -1,10 +1,4 @@
-"""Which GPUs the host has, which of them torch in this image can use, and the device to run on.
-
-Never a silent CPU fallback: when the host has NVIDIA GPUs that torch cannot use (driver too old,
-no kernels for the GPU's architecture), :func:`select_device` raises :class:`GpuUnusable` naming
-the driver, the GPU, the CUDA the image needs and the fix, unless the user opted into the CPU
-with ``IMGCLF_ALLOW_CPU=true``.
-"""
+"""Which GPUs the host has, which of them torch in this image can use, and the device to run on."""
 
 from __future__ import annotations
 
@@ -12,7 +6,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
 import warnings
@@ -32,15 +25,10 @@ class GpuUnusable(ConfigError):
 
 
 def host_gpu_count() -> int:
-    """NVIDIA GPUs visible to the container (nvidia-smi, else the driver's /proc entries),
-    counted without initialising CUDA in this process."""
-    if shutil.which("nvidia-smi") is not None:
-        try:
-            listing = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True, text=True, timeout=30)
-            if listing.returncode == 0:
-                return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+    """NVIDIA GPUs visible to the container (nvidia-smi, else the driver's /proc entries), CUDA untouched."""
+    drivers = cuda_compat.smi_drivers()
+    if drivers is not None:
+        return len(drivers)
     try:
         return sum(1 for _ in PROC_GPUS.iterdir())
     except OSError:
@@ -48,27 +36,17 @@ def host_gpu_count() -> int:
 
 
 def has_kernels(capability: tuple[int, int], arch_list: Sequence[str]) -> bool:
-    """Whether torch's compiled architectures run on a GPU of ``capability``: SASS for the same
-    major and an equal or lower minor (sm_80 runs on 8.6), or PTX for an equal or lower one.
-    Arch-specific targets (sm_90a) run only on exactly their GPU."""
-    for arch in arch_list:
-        match = re.fullmatch(r"(sm|compute)_(\d+)(\d)([af]?)", arch)
-        if not match:
-            continue
-        kind, major, minor, suffix = match.group(1), int(match.group(2)), int(match.group(3)), match.group(4)
-        if suffix and (major, minor) != capability:
-            continue
-        if kind == "sm" and major == capability[0] and minor <= capability[1]:
-            return True
-        if kind == "compute" and (major, minor) <= capability:
+    """Whether torch's compiled architectures (SASS ``sm_``, PTX ``compute_``) run on a GPU of ``capability``."""
+    for match in filter(None, (re.fullmatch(r"(sm|compute)_(\d+)(\d)([af]?)", arch) for arch in arch_list)):
+        kind, built, specific = match.group(1), (int(match.group(2)), int(match.group(3))), match.group(4)
+        family = kind == "compute" or built[0] == capability[0]  # PTX runs on later GPUs, SASS on its major only
+        if built <= capability and family and (built == capability or not specific):  # sm_90a: on 9.0 only
             return True
     return False
 
 
 def native_bf16(capability: tuple[int, int]) -> bool:
-    """bf16 tensor cores and cuDNN bf16 convolutions: compute capability 8.0 (Ampere) and later.
-    The same test as ``torch.cuda.is_bf16_supported(including_emulation=False)``; the default
-    ``including_emulation=True`` also says yes on a T4 (7.5), where bf16 is emulated and slow."""
+    """bf16 tensor cores and cuDNN bf16 convolutions, not emulated bf16 (docs/gpu.md: precision)."""
     return capability >= (8, 0)
 
 
@@ -111,7 +89,8 @@ class Report:
             native = cuda_compat.native_min_driver(self.torch_cuda)
             return (f"the host has {self.host_gpus} NVIDIA GPU(s) with driver {self.driver}, but torch cannot use "
                     f"them ({self.cuda_error or 'torch.cuda.is_available() is False'}); {needs}, which needs "
-                    f"driver {cuda_compat.show(native)} or later (compat libs {self.compat}). Fix: run on a newer driver (endpoints: InferenceAmiVersion "
+                    f"driver {cuda_compat.show(native)} or later (compat libs {self.compat}). "
+                    "Fix: run on a newer driver (endpoints: InferenceAmiVersion "
                     "al2023-ami-sagemaker-inference-gpu-4-1 or al2-ami-sagemaker-inference-gpu-3-1; batch transform: "
                     "TransformAmiVersion al2-ami-sagemaker-batch-gpu-535) or use an image built for this driver "
                     f"(docs/gpu.md: build choices); {ALLOW_CPU_ENV}=true runs on the CPU instead")
@@ -137,8 +116,7 @@ def _cuda_state() -> tuple[bool, str]:
 
 
 def probe() -> Report:
-    """Look at the host and at torch in this process (initialises CUDA: not in a process that forks
-    afterwards; :func:`probe_in_subprocess` is for those)."""
+    """Look at the host and at torch in this process (initialises CUDA: not in a process that forks later)."""
     import torch
 
     available, error = _cuda_state()
@@ -158,8 +136,7 @@ def probe() -> Report:
 
 
 def probe_in_subprocess(timeout: float = 120) -> Report:
-    """:func:`probe` in a fresh Python, so that this process never initialises CUDA (gunicorn's
-    master forks its workers after this)."""
+    """:func:`probe` in a fresh Python, so that this process never initialises CUDA (gunicorn's master forks)."""
     result = subprocess.run([sys.executable, "-m", "imgclf.gpu"], capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"GPU probe failed: {result.stderr.strip()[-500:]}")
@@ -169,9 +146,7 @@ def probe_in_subprocess(timeout: float = 120) -> Report:
 
 
 def usable_gpu_count() -> int:
-    """GPUs torch can use, for sizing serve's workers: 0 on a GPU host torch cannot use (each worker
-    then fails /ping with the reason, or runs on the CPU with the opt-in). Probed in a subprocess:
-    the caller forks afterwards."""
+    """GPUs torch can use, for sizing serve's workers: 0 on a GPU host torch cannot use (each worker says why)."""
     if host_gpu_count() == 0:
         return 0
     try:
@@ -185,8 +160,7 @@ def usable_gpu_count() -> int:
 
 
 def select_device(local_rank: int, allow_cpu: bool, report: Report | None = None):
-    """The torch device to run on: GPU ``local_rank`` when torch can use the GPUs, the CPU on a CPU host;
-    :class:`GpuUnusable` on a GPU host torch cannot use, unless ``allow_cpu``."""
+    """GPU ``local_rank``, or the CPU on a CPU host; :class:`GpuUnusable` on a GPU host torch cannot use."""
     import torch
 
     report = report or probe()
