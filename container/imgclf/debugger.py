@@ -1,8 +1,4 @@
-"""SageMaker Debugger's hook, created only when the job asks for it.
-
-SageMaker writes /opt/ml/input/config/debughookconfig.json when the Estimator has a
-DebuggerHookConfig. Without that file nothing here imports smdebug.
-"""
+"""SageMaker Debugger's hook, created (and smdebug imported) only when SageMaker's config file asks for it."""
 
 from __future__ import annotations
 
@@ -24,7 +20,8 @@ def create_hook(config_dir: Path, model: nn.Module, criterion: nn.Module):
     try:
         import smdebug.pytorch as smd
     except Exception as e:  # a broken smdebug must not cost the user the training job
-        log.warning("%s asks for SageMaker Debugger, but smdebug cannot be imported (%s); training without it", config, e)
+        log.warning("%s asks for SageMaker Debugger, but smdebug cannot be imported (%s); training without it",
+                    config, e)
         return None
     hook = smd.Hook.create_from_json_file(str(config))
     hook.register_module(model)

@@ -1,11 +1,4 @@
-"""In-training rules (the ``rules`` hyperparameter), judged from values the training loop already
-has, with an optional stop like Debugger's StopTraining action.
-
-Every ``interval`` steps (a tenth of an epoch, at most 10) the monitor takes the mean train loss of
-those steps and each parameter gradient's mean absolute value; once per epoch, train and valid loss.
-Loss-not-decreasing compares the mean loss of the last half epoch (at least 20 steps) with the same
-span before it.
-"""
+"""In-training rules (the ``rules`` hyperparameter), with an optional stop like Debugger's StopTraining."""
 
 from __future__ import annotations
 
@@ -22,23 +15,21 @@ log = logging.getLogger(__name__)
 LOSS_WINDOW_MIN_STEPS = 20
 
 
-def identity(value: torch.Tensor) -> torch.Tensor:
-    return value
-
-
 class RuleMonitor:
     def __init__(
         self,
         names: Sequence[str],
         stop: bool,
         steps_per_epoch: int,
-        reduce_mean: Callable[[torch.Tensor], torch.Tensor] = identity,
+        reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         self.names = tuple(names)
         self.stop = stop
         self.interval = max(1, min(10, steps_per_epoch // 10))
-        self.loss_window = max(-(-LOSS_WINDOW_MIN_STEPS // self.interval), steps_per_epoch // 2 // self.interval)
-        self.reduce_mean = reduce_mean  # across ranks, so every rank takes the same decision
+        # the loss window counts interval means: half an epoch, at least LOSS_WINDOW_MIN_STEPS steps
+        loss_window = max(-(-LOSS_WINDOW_MIN_STEPS // self.interval), steps_per_epoch // 2 // self.interval)
+        self.overrides = {"loss_not_decreasing": {"window": loss_window}}
+        self.reduce_mean = reduce_mean or (lambda value: value)  # across ranks: every rank takes the same decision
         self.step = 0
         self.epoch = 0
         self.series: dict[str, list[float]] = {"step": [], "loss": [], "grad_min": [], "grad_max": []}
@@ -52,8 +43,7 @@ class RuleMonitor:
         return self.stopped_at is not None
 
     def after_step(self, loss: torch.Tensor, model: nn.Module) -> bool:
-        """Record one optimizer step (after it: fp16's GradScaler.step has already unscaled the
-        gradients in place); True when the job should stop now."""
+        """Record one optimizer step (after it: the gradients are unscaled); True when the job should stop now."""
         self.step += 1
         if not self.names:
             return False
@@ -86,13 +76,9 @@ class RuleMonitor:
     def _judge(self, when: str, seen: rules.Seen) -> None:
         for rule in rules.RULES:
             if rule.when == when and rule.name in self.names:
-                parameters = {**rule.parameters, **self._overrides(rule.name)}
+                parameters = {**rule.parameters, **self.overrides.get(rule.name, {})}
                 if rule.check(seen, parameters):
                     self._fire(rule.name, rule.message(seen, parameters))
-
-    def _overrides(self, name: str) -> dict:
-        # the loss window counts interval means here: half an epoch, at least LOSS_WINDOW_MIN_STEPS steps
-        return {"window": self.loss_window} if name == "loss_not_decreasing" else {}
 
     def _fire(self, rule: str, message: str) -> None:
         first = not any(f["rule"] == rule for f in self.firings)

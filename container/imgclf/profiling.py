@@ -1,5 +1,4 @@
-"""Detailed profiling (the ``profile-steps`` hyperparameter): a torch.profiler trace of a window of
-training steps, written where TensorBoard's profiler plugin and Perfetto read it."""
+"""The ``profile-steps`` hyperparameter: a torch.profiler trace of a window of training steps."""
 
 from __future__ import annotations
 
@@ -16,8 +15,7 @@ WARMUP_STEPS = 1
 
 
 def start_profiler(steps: int, directory: Path, device: torch.device) -> profile | None:
-    """A started profiler that records ``steps`` steps after the first few; call ``.step()`` after
-    every optimizer step and ``.stop()`` at the end. None when ``steps`` is 0."""
+    """A started profiler recording ``steps`` steps after the first few (``.step()`` after each); None for 0."""
     if steps == 0:
         return None
     directory.mkdir(parents=True, exist_ok=True)

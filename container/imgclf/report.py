@@ -1,6 +1,4 @@
-"""Reports as PNG and JSON: the training curves with the most-confused class pairs, and the rules
-report. scripts/analyze_debug.py draws a Debugger trial with the same step plot, on a laptop
-without torch: this module needs only matplotlib."""
+"""The training and rules reports as PNG and JSON; needs only matplotlib (analyze_debug runs it on laptops)."""
 
 from __future__ import annotations
 
@@ -35,22 +33,18 @@ def confused_pairs(confusion: Sequence[Sequence[int]], labels: Sequence[str], to
 def plot_steps(axes, losses: Mapping[str, tuple[Sequence[float], Sequence[float]]],
                gradients: Mapping[str, tuple[Sequence[float], Sequence[float]]],
                firings: Sequence[dict] = ()) -> None:
-    """Loss by step on ``axes[0]``, gradient magnitudes (log scale) on ``axes[1]``; each rule's first
-    firing as a dashed line."""
+    """Loss by step on ``axes[0]``, gradient magnitudes on ``axes[1]``; each rule's first firing as a dashed line."""
     loss_ax, grad_ax = axes
     for label, (steps, values) in losses.items():
         loss_ax.plot(steps, values, label=label)
     for label, (steps, values) in gradients.items():
         grad_ax.plot(steps, values, label=label)
     grad_ax.set_yscale("log")
-    seen = set()
-    for firing in firings:
-        if firing["rule"] not in seen:
-            seen.add(firing["rule"])
-            for ax in axes:
-                ax.axvline(firing["step"], linestyle="--", color="tab:red", alpha=0.7)
-            loss_ax.annotate(firing["rule"], (firing["step"], 0.95), xycoords=("data", "axes fraction"),
-                             rotation=90, va="top", ha="right", color="tab:red", fontsize=8)
+    for firing in {f["rule"]: f for f in reversed(firings)}.values():  # each rule's first firing
+        for ax in axes:
+            ax.axvline(firing["step"], linestyle="--", color="tab:red", alpha=0.7)
+        loss_ax.annotate(firing["rule"], (firing["step"], 0.95), xycoords=("data", "axes fraction"),
+                         rotation=90, va="top", ha="right", color="tab:red", fontsize=8)
     for ax, title in ((loss_ax, "loss"), (grad_ax, "gradient mean |value|")):
         ax.set_title(title)
         ax.set_xlabel("step")

@@ -1,10 +1,4 @@
-"""Training-health rules, each one ``HealthRule`` entry in ``RULES``, judged from the same ``Seen``
-values in the training loop (imgclf.monitor, the ``rules`` hyperparameter) and, as smdebug custom
-rules, in SageMaker Debugger's rule container.
-
-This file imports nothing from the package: Debugger's rule container loads it on its own as the
-``source`` of a ``Rule.custom`` and instantiates the class its ``rule_to_invoke`` names.
-"""
+"""Training-health rules, judged in the training loop and by Debugger; this file imports nothing from the package."""
 
 from __future__ import annotations
 
@@ -16,8 +10,7 @@ from typing import Any, NamedTuple
 
 
 def loss_not_decreasing(losses: Sequence[float], window: int = 20, min_decrease: float = 0.0) -> bool:
-    """Fires when the mean of the last ``window`` losses is not at least ``min_decrease`` (a fraction)
-    below the mean of the ``window`` losses before them."""
+    """Fires when the mean of the last ``window`` losses is not ``min_decrease`` (a fraction) below the one before."""
     if len(losses) < 2 * window:
         return False
     before, recent = fmean(losses[-2 * window : -window]), fmean(losses[-window:])
@@ -30,8 +23,7 @@ def vanishing_gradient(gradient_abs_means: Sequence[float], threshold: float = 1
 
 
 def overfit(train_losses: Sequence[float], valid_losses: Sequence[float], ratio: float = 0.1) -> bool:
-    """Fires when the latest valid loss is more than ``ratio`` above its best while the train loss
-    has kept falling since that best epoch (one value per epoch in each)."""
+    """Fires when the latest valid loss is more than ``ratio`` above its best while the train loss kept falling."""
     if len(valid_losses) < 2 or len(train_losses) != len(valid_losses):
         return False
     best = min(range(len(valid_losses)), key=valid_losses.__getitem__)
@@ -95,9 +87,7 @@ TRAINING_RULES = tuple(RULES_BY_NAME)
 
 @cache
 def smdebug_rules() -> dict[str, type]:
-    """The smdebug custom rules by class name, from this file loaded on its own as Debugger's rule
-    container loads it. Run one with ``smdebug.rules.rule_invoker.invoke_rule(rule, start_step=...,
-    end_step=..., raise_eval_cond=True)`` on ``smdebug.trials.create_trial(path)``."""
+    """The smdebug custom rules by class name, from this file loaded on its own as Debugger loads it."""
     spec = importlib.util.spec_from_file_location("imgclf_debugger_rules", __file__)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -136,11 +126,9 @@ if __package__ != "imgclf":  # loaded on its own: by Debugger's rule container, 
 
         def read(self, step: int) -> bool:
             names = self.base_trial.tensor_names(collection="losses")
-            if not names:
-                return False
             try:
                 self.seen.losses.append(float(self.base_trial.tensor(names[0]).value(step)))
-            except TensorUnavailableForStep:
+            except (IndexError, TensorUnavailableForStep):  # no loss saved, or none at this step
                 return False
             return True
 

@@ -1,7 +1,4 @@
-"""tensorboardX's ``SummaryWriter`` writing each event in the caller's thread, never blocking it.
-
-Imported only by a job that writes TensorBoard event files: tensorboardX loads boto3 for its S3 writer.
-"""
+"""tensorboardX's ``SummaryWriter`` writing in the caller's thread (imported only when used: it loads boto3)."""
 
 from __future__ import annotations
 
@@ -20,8 +17,7 @@ logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
 
 
 class EventFile(EventsWriter):
-    """The file writer of a :class:`SyncSummaryWriter`: each event is written in the caller's thread.
-    The first failed write (a full disk) is logged and turns the file off; training goes on."""
+    """An event file written in the caller's thread; the first failed write (a full disk) turns it off."""
 
     def __init__(self, directory: str):
         self.directory, self.error = directory, None
@@ -45,7 +41,7 @@ class EventFile(EventsWriter):
         try:
             write(*args)
         except OSError as e:
-            if self.error is None:
+            if self.error is None:  # close() writes through flush(): one failure, one warning
                 log.warning("TensorBoard output stopped, training goes on: cannot write to %s (%s)", self.directory, e)
             self.error = e
 

@@ -1,13 +1,9 @@
-"""TensorBoard event files (the ``tensorboard`` hyperparameter, or SageMaker's TensorBoardOutputConfig),
-written by rank 0 with tensorboardX (:mod:`imgclf.summary_writer`, imported only when a job writes them).
-
-SageMaker writes /opt/ml/input/config/tensorboardoutputconfig.json ({"LocalPath", "S3OutputPath"}) for a
-job with a TensorBoardOutputConfig and uploads LocalPath to S3OutputPath while the job runs.
-"""
+"""TensorBoard event files (the ``tensorboard`` hyperparameter, or SageMaker's TensorBoardOutputConfig)."""
 
 from __future__ import annotations
 
 import atexit
+import bisect
 import json
 import logging
 import shutil
@@ -41,13 +37,12 @@ GRID_IMAGES = 32
 CONFUSION_LABELS_MAX = 40  # more classes than this: no tick labels, they would overlap
 EPOCH_CHARTS = {"epoch": {"loss": ["Multiline", ["epoch/train_loss", "epoch/valid_loss"]],
                           "accuracy": ["Multiline", ["epoch/train_accuracy", "epoch/valid_accuracy"]]}}
-HPARAM_METRICS = ("epoch/valid_accuracy", "epoch/valid_loss", "final/test_accuracy", "final/test_loss", "final/best_epoch")
+HPARAM_METRICS = ("epoch/valid_accuracy", "epoch/valid_loss", "final/test_accuracy", "final/test_loss",
+                  "final/best_epoch")
 
 
 def log_dir(setting: str, config_dir: Path, output_dir: Path, output_data_dir: Path) -> Path | None:
-    """Where the event files go: ``auto`` writes when SageMaker's config file is there, ``true``
-    always, ``false`` never. With the file: its LocalPath (default output_dir/tensorboard). Without
-    it: output_data_dir/tensorboard, in the job's output.tar.gz."""
+    """Where the event files go: the config file's LocalPath, else output_data_dir/tensorboard; None: nowhere."""
     config = config_dir / CONFIG_FILE
     if setting == "false" or (setting == "auto" and not config.is_file()):
         return None
@@ -69,9 +64,7 @@ def open_board(hp: Hyperparameters, env: TrainingEnv, is_main: bool, spec: Image
 
 
 class Board:
-    """Per step: loss, learning rate, images/s, and the rules' gradient magnitudes. Per epoch: train
-    and valid loss and accuracy, weight and gradient norms and histograms. Once: a grid of augmented
-    training images, the kept model's confusion matrix, the hyperparameters with the final metrics."""
+    """What a job writes to TensorBoard, each value when training has it (docs/observability.md: TensorBoard)."""
 
     def __init__(self, directory: Path | None, spec: ImageSpec, monitor: RuleMonitor, optimizer: torch.optim.Optimizer,
                  images_per_step: int, hparams: dict):
@@ -82,14 +75,8 @@ class Board:
         self._tick = self._last_flush = time.perf_counter()
         self._grid_written = False
         self._writer: SyncSummaryWriter | None = None
-        if directory is not None:
-            self._open(directory, hparams)
-
-    @property
-    def active(self) -> bool:
-        return self._writer is not None and self._writer.file_writer.error is None
-
-    def _open(self, directory: Path, hparams: dict) -> None:
+        if directory is None:
+            return
         from tensorboardX.summary import hparams as hparams_summary
 
         from .summary_writer import SyncSummaryWriter
@@ -106,6 +93,10 @@ class Board:
         self._flush()
         atexit.register(self.close)  # a failed or stopped job still leaves every step it logged
         log.info("TensorBoard event files in %s", directory)
+
+    @property
+    def active(self) -> bool:
+        return self._writer is not None and self._writer.file_writer.error is None
 
     def _flush(self) -> None:
         self._writer.flush()
@@ -145,11 +136,9 @@ class Board:
             self._scalars({"step/loss": loss, "step/lr": lr}, step)
         self._scalars({"step/images_per_sec": len(losses) * self.images_per_step / (now - self._tick)}, last)
         series = self.monitor.series
-        for i in range(len(series["step"]) - 1, -1, -1):  # the rules' gradient values for these steps
-            if series["step"][i] < first:
-                break
-            self._scalars({"gradients/mean_abs_min": series["grad_min"][i],
-                           "gradients/mean_abs_max": series["grad_max"][i]}, series["step"][i])
+        start = bisect.bisect_left(series["step"], first)  # the rules' gradient values for these steps
+        for step, low, high in zip(*(series[key][start:] for key in ("step", "grad_min", "grad_max"))):
+            self._scalars({"gradients/mean_abs_min": low, "gradients/mean_abs_max": high}, step)
         self._losses, self._lrs, self._tick = [], [], now
         if now - self._last_flush > FLUSH_SECONDS:
             self._flush()
@@ -159,10 +148,8 @@ class Board:
         if not self.active:
             return
         self._write_steps()
-        epoch = record["epoch"]
-        for split in ("train", "valid"):
-            for name, value in record.get(split, {}).items():
-                self._scalars({f"epoch/{split}_{name}": value}, epoch)
+        self._scalars({f"epoch/{split}_{name}": value for split in ("train", "valid")
+                       for name, value in record.get(split, {}).items()}, record["epoch"])
         self._histograms(model, self.monitor.step)
         self._flush()
         self._tick = time.perf_counter()  # the next interval starts with the next epoch
@@ -182,8 +169,7 @@ class Board:
 
     def finish(self, summary: dict, confusion: Sequence[Sequence[int]], labels: Sequence[str], split: str | None,
                profile_dir: Path) -> None:
-        """The kept model's confusion matrix on ``split``, the final metrics for the hparams view,
-        and a copy of the profiler trace; then closes the event file."""
+        """The kept model's confusion matrix, the final metrics and the profiler trace; then closes the file."""
         if not self.active:
             return
         step = self.monitor.step
@@ -224,8 +210,7 @@ class Board:
 
 @torch.no_grad()
 def histogram_stats(tensors: list[torch.Tensor]) -> list[dict]:
-    """Each tensor's ``add_histogram_raw`` arguments (min, max, count, sum, sum of squares and
-    HISTOGRAM_BINS buckets), computed where the tensors live and read back in two device syncs."""
+    """Each tensor's ``add_histogram_raw`` arguments, computed where the tensors live, read back in two syncs."""
     flat = [t.float() for t in tensors]  # no flatten: a channels_last weight would be copied
     extremes = torch.stack([torch.stack(torch.aminmax(t)) for t in flat]).tolist()
     ranges = [(low, high) if high > low else (low - 0.5, high + 0.5) for low, high in extremes]  # histc needs a range
