@@ -126,9 +126,11 @@ if __package__ != "imgclf":  # loaded on its own: by Debugger's rule container, 
 
         def read(self, step: int) -> bool:
             names = self.base_trial.tensor_names(collection="losses")
+            if not names:
+                return False
             try:
                 self.seen.losses.append(float(self.base_trial.tensor(names[0]).value(step)))
-            except (IndexError, TensorUnavailableForStep):  # no loss saved, or none at this step
+            except TensorUnavailableForStep:
                 return False
             return True
 
