@@ -36,13 +36,10 @@ class Seen:
     def __init__(self, losses: list[float] | None = None, steps_per_loss: int = 1,
                  gradient_means: list[float] | None = None, train_losses: list[float] | None = None,
                  valid_losses: list[float] | None = None):
-        # train loss, one value per ``steps_per_loss`` steps
-        self.losses = [] if losses is None else losses
+        self.losses = [] if losses is None else losses  # train loss, one value per ``steps_per_loss`` steps
         self.steps_per_loss = steps_per_loss
-        # each gradient tensor's mean |value| at the latest step
-        self.gradient_means = [] if gradient_means is None else gradient_means
-        # one value per epoch each, aligned
-        self.train_losses = [] if train_losses is None else train_losses
+        self.gradient_means = [] if gradient_means is None else gradient_means  # each gradient's mean |value| now
+        self.train_losses = [] if train_losses is None else train_losses  # one value per epoch each, aligned
         self.valid_losses = [] if valid_losses is None else valid_losses
 
 
@@ -81,8 +78,7 @@ RULES = (
     ),
 )
 RULES_BY_NAME = {rule.name: rule for rule in RULES}
-# What the ``rules`` hyperparameter may name (imgclf.monitor checks them during training).
-TRAINING_RULES = tuple(RULES_BY_NAME)
+TRAINING_RULES = tuple(RULES_BY_NAME)  # what the ``rules`` hyperparameter may name
 
 
 @cache
