@@ -46,6 +46,12 @@ def _pre_fork(server, worker) -> None:
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024), "PILLOW_BLOCK_SIZE": "64m"}
 
 
+def start_with_allocator_env() -> None:
+    """Start this process again, the same way, with MALLOC_ENV set where it is not (read only at start)."""
+    if any(name not in os.environ for name in MALLOC_ENV):
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**MALLOC_ENV, **os.environ})
+
+
 def _post_fork(server, worker) -> None:
     """In the worker, before the app (and CUDA) loads: pin its GPU and CPU threads, read the model
     files (still as the user serve started as), then drop to the serve user."""
@@ -182,8 +188,7 @@ def _log_envelope(config: ServingConfig, limits: resources.Resources) -> None:
 
 
 def main() -> int:
-    if any(name not in os.environ for name in MALLOC_ENV):  # start again, the same way, with it set
-        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**MALLOC_ENV, **os.environ})
+    start_with_allocator_env()
     setup_logging()  # workers inherit it through fork
     nginx = find_nginx()
     try:
