@@ -1,11 +1,4 @@
-"""The ``serve`` command: nginx in front of gunicorn (Flask app) over a unix socket.
-
-``serve`` starts both and watches them: SIGTERM stops both gracefully (exit 0); if either exits
-on its own, the other is stopped and ``serve`` exits 1, so SageMaker sees a dead container, not a
-half-working one. Started as root with IMGCLF_SERVE_USER set (the image sets its user imgclf),
-everything that touches a request runs as that user: nginx's worker and gunicorn's workers (which read the model
-files first, then drop root). Each gunicorn worker loads one model copy; with GPUs, each owns one GPU.
-"""
+"""The ``serve`` command: nginx in front of gunicorn (the Flask app), started and watched (docs/serving.md)."""
 
 from __future__ import annotations
 
@@ -41,16 +34,12 @@ def _pre_fork(server, worker) -> None:
         worker.gpu = min(set(range(gpus)) - taken, default=worker.age % gpus)
 
 
-# glibc reads this when a process starts: with a fixed mmap threshold, every buffer of 1 MiB or more
-# (Pillow allocates images in 16 MiB blocks) is its own mapping, returned to the system when freed.
-# glibc's default raises the threshold as large blocks are freed, after which decoded images land in
-# per-thread arenas that keep their peak (5.1 GB still held 10 s after six 8000x8000 images).
+# glibc reads this at start: freed image buffers go back to the system (docs/reliability.md).
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1024 * 1024)}
 
 
 def _post_fork(server, worker) -> None:
-    """In the worker, before the app (and CUDA) loads: pin its GPU and CPU threads, read the model
-    files (still as the user serve started as), then drop to the serve user."""
+    """In the worker, before CUDA loads: pin its GPU and threads, read the model files, then drop to the serve user."""
     app: Server = server.app
     config = app.config
     if config.gpus:
@@ -69,8 +58,7 @@ def _child_exit(server, worker) -> None:
 
 
 class Server(BaseApplication):
-    """gunicorn behind nginx: complete requests only, so its limits on request lines and headers
-    are lifted (nginx enforces its own and answers them in JSON)."""
+    """gunicorn behind nginx, whose own limits on request lines and headers answer in JSON, so gunicorn's are lifted."""
 
     def __init__(self, config: ServingConfig, run_dir: Path, health: Health, user: pwd.struct_passwd | None):
         self.config, self.run_dir, self.health, self.user = config, run_dir, health, user
@@ -110,8 +98,7 @@ class Server(BaseApplication):
 
 
 def _serve_user(config: ServingConfig) -> pwd.struct_passwd | None:
-    """Who handles requests when serve starts as root: IMGCLF_SERVE_USER, or root itself when it is
-    unset (outside the image); None when serve starts as another user (nobody to switch to)."""
+    """Started as root: IMGCLF_SERVE_USER, else root; None when started as another user (nobody to switch to)."""
     if os.geteuid() != 0:
         return None
     try:
@@ -133,14 +120,13 @@ def _make_run_dir(user: pwd.struct_passwd | None) -> tuple[Path, Path]:
 def _start_gunicorn(config: ServingConfig, run_dir: Path, health: Health, user: pwd.struct_passwd | None) -> int:
     pid = os.fork()
     if pid == 0:
-        code = 1
         try:
             Server(config, run_dir, health, user).run()
-            code = 0
+            os._exit(0)
         except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
+            os._exit(e.code if isinstance(e.code, int) else 1)
         finally:
-            os._exit(code)
+            os._exit(1)  # anything else
     return pid
 
 
