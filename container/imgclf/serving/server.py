@@ -147,12 +147,9 @@ def _supervise(children: dict[int, str]) -> int:
     signal.signal(signal.SIGINT, stop)
     while children:
         pid, status = os.wait()
-        name = children.pop(pid, None)
-        if name is None:
-            continue
-        exit_code = os.waitstatus_to_exitcode(status)
-        if not stopping:
-            log.error("%s exited with %d on its own: stopping serve", name, exit_code)
+        name = children.pop(pid, None)  # None: an orphan reaped, not one of ours
+        if name is not None and not stopping:
+            log.error("%s exited with %d on its own: stopping serve", name, os.waitstatus_to_exitcode(status))
             code = 1
             stop(signal.SIGTERM, None)
     return code
