@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from . import resources
 from .hyperparameters import PRECISIONS, ConfigError, Parser, boolean, choice
 
+BASE_DIR = "/opt/ml"  # SAGEMAKER_BASE_DIR's default: where SageMaker lays out a job's folders
 # Opt-in to run on the CPU of a host whose GPUs torch cannot use (imgclf.gpu); never implicit.
 ALLOW_CPU_ENV = "IMGCLF_ALLOW_CPU"
 
@@ -29,7 +30,7 @@ def sagemaker_path(environ: Mapping[str, str], variable: str, *parts: str) -> Pa
     """A path SageMaker names in ``variable`` (SM_MODEL_DIR, ...), else its place under SAGEMAKER_BASE_DIR."""
     if variable in environ:
         return Path(environ[variable])
-    return Path(environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"), *parts)
+    return Path(environ.get("SAGEMAKER_BASE_DIR", BASE_DIR), *parts)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class ServingConfig:
 
     # Every variable from_environ reads (name, default, meaning): the manual's table; a test checks both agree.
     VARIABLES: ClassVar[tuple[tuple[str, str, str], ...]] = (
-        ("SAGEMAKER_BASE_DIR", "/opt/ml", "the folder laid out like /opt/ml (outside the image)"),
+        ("SAGEMAKER_BASE_DIR", BASE_DIR, "the folder laid out like /opt/ml (outside the image)"),
         ("SM_MODEL_DIR", "$SAGEMAKER_BASE_DIR/model", "the model folder `train` left"),
         ("IMGCLF_HOST", "0.0.0.0", "the address nginx listens on"),
         ("SAGEMAKER_BIND_TO_PORT", "8080", "the port nginx listens on (the image has the `accept-bind-to-port` label)"),
