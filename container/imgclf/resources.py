@@ -13,7 +13,7 @@ CGROUP = Path("/sys/fs/cgroup")
 # the runtime of serve, nginx and the first worker, and each worker's share besides its model.
 DECODE_BYTES_PER_PIXEL = 6
 RUNTIME_BYTES = 550_000_000
-WORKER_BYTES = 150_000_000
+WORKER_BYTES = 250_000_000
 MIN_IMAGE_PIXELS = 4_000_000  # below this the envelope does not fit: serve warns and keeps this cap
 
 

@@ -56,8 +56,9 @@ def _warm(config: ServingConfig, artifacts: tuple, state: dict, health: Health |
         health.report(os.getpid(), WARMED)
     model_spec = predictor.model_spec
     log.info(
-        "model %s (%d classes, %d px) ready on %s in %s in %.1f s",
+        "model %s (%d classes, %d px) ready on %s in %s, run by %s, in %.1f s",
         model_spec.arch, model_spec.num_classes, model_spec.image.image_size, predictor.device, predictor.dtype,
+        predictor.engine,
         time.perf_counter() - start,
     )
 

@@ -18,7 +18,8 @@ from .. import gpu, precision
 from ..config import ServingConfig
 from ..data import ClassInfo
 from ..model import ModelSpec
-from ..preprocess import ImageError, decode_for_eval, normalize
+from ..preprocess import ImageError, decode_for_eval
+from . import engines
 
 
 class Abandoned(Exception):
@@ -167,15 +168,15 @@ class Predictor:
         self.config = config
         self.device = gpu.select_device(0, config.allow_cpu)  # each worker sees only its own GPU
         self.dtype = precision.for_device(config.precision, "serve", self.device)
-        self.model = model.to(self.device, dtype=self.dtype, memory_format=torch.channels_last).eval()
+        self.engine = engines.choose(config.engine, self.device)
+        self._engine = engines.build(self.engine, model, self.model_spec.image, self.device, self.dtype,
+                                     torch.get_num_threads())
         self._decode_slots = threading.BoundedSemaphore(config.decode_slots)
         self._batcher = Batcher(self.predict, config.max_batch_size, config.max_batch_wait_ms)
 
-    @torch.inference_mode()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 NCHW -> class probabilities (on the batcher's thread)."""
-        logits = self.model(normalize(images, self.model_spec.image, self.device, self.dtype))
-        return logits.float().softmax(1).cpu()
+        """uint8 NCHW -> class probabilities, by the chosen engine (on the batcher's thread)."""
+        return self._engine(images)
 
     def warm_up(self) -> None:
         """Run the model through the batcher at batch size 1 and the largest, and check its width against the labels."""
