@@ -50,12 +50,9 @@ def no_network(request, monkeypatch):
 
 
 def requests_of(out: str) -> list[tuple[str, dict]]:
-    """The printed requests, without the read-backs of the installed SDK (see READ_BACKS)."""
+    """The printed requests."""
     parts = re.split(r"^--- ([\w-]+ \w+) \(not sent\)$", out, flags=re.M)[1:]
-    requests = [(name, json.loads(body)) for name, body in zip(parts[::2], parts[1::2])]
-    if backends.sdk_major() not in READ_BACKS:
-        return requests
-    return [r for i, r in enumerate(requests) if not is_read_back(requests, i)]
+    return [(name, json.loads(body)) for name, body in zip(parts[::2], parts[1::2])]
 
 
 def captured(capsys, main, argv) -> dict[str, dict]:
@@ -217,13 +214,11 @@ def test_dry_run_fails_closed():
 
 def test_user_sdk_config_is_merged_not_replaced(capsys, tmp_path, monkeypatch):
     """The user's SDK defaults (here a KMS key and tags for training jobs) still apply, and telemetry is off."""
-    sdk_config = backends.module().sdk_config
-
     user = tmp_path / "config.yaml"
     user.write_text("SchemaVersion: '1.0'\nSageMaker:\n  TrainingJob:\n    OutputDataConfig:\n      KmsKeyId: alias/mine\n"
                     "    Tags:\n    - Key: team\n      Value: vision\n")
     monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(user))
-    config = sdk_config(dry_run=True)
+    config = backends.module().Sdk.sdk_config()
     assert config["SageMaker"]["PythonSDK"]["Modules"]["TelemetryOptOut"] is True
     assert config["SageMaker"]["TrainingJob"]["OutputDataConfig"]["KmsKeyId"] == "alias/mine"
     job = captured(capsys, train_debug.main, COMMON)["CreateTrainingJob"]
@@ -234,7 +229,7 @@ def test_user_sdk_config_is_merged_not_replaced(capsys, tmp_path, monkeypatch):
     assert {"Key": "team", "Value": "vision"} in tuning["Tags"]
     monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", "s3://bucket/config.yaml")
     with pytest.raises(SystemExit, match="config is in S3"):
-        sdk_config(dry_run=True)
+        train_debug.main(COMMON)
 
 
 def test_local_and_dry_run_together_are_refused():
@@ -875,13 +870,6 @@ CASES = {
                                                        "--env", "IMGCLF_PRECISION=fp32"]),
     "invoke": ("invoke", ["IMAGE_FILE", "--endpoint", "dogs", "--top-k", "2", "--dry-run"]),
 }
-# What 3.x sends differently, each with its reason: the reads it adds, and fields it leaves out.
-READ_BACKS = {3: "sagemaker-core reads every resource back after create() (Describe<Resource> of the same name)"}
-LEFT_OUT = {3: {
-    ("sagemaker CreateTrainingJob", "ProfilerConfig.DisableProfiler", False): "sagemaker-core's serializer drops false "
-                                                                               "values; false is the API's default",
-    ("sagemaker CreateModel", "PrimaryContainer.Environment", None): "sagemaker-core drops an empty map",
-}}
 
 
 def normalized(requests: list[tuple[str, dict]]) -> list[list]:
@@ -896,30 +884,6 @@ def normalized(requests: list[tuple[str, dict]]) -> list[list]:
     return result
 
 
-def is_read_back(requests: list, index: int) -> bool:
-    """A Describe<Resource> right after Create<Resource> of the same name."""
-    name, body = requests[index]
-    service, _, operation = name.partition(" ")
-    if not operation.startswith("Describe"):
-        return False
-    noun = operation.removeprefix("Describe")
-    before = requests[index - 1] if index else None
-    return before is not None and before[0] == f"{service} Create{noun}" and \
-        before[1].get(f"{noun}Name") == body.get(f"{noun}Name")
-
-
-def without_documented_differences(requests: list[list], sdk: int) -> list[list]:
-    kept = [list(r) for r in requests]  # read-backs are gone already (requests_of)
-    for operation, path, value in LEFT_OUT.get(sdk, {}):
-        for name, body in kept:
-            *parents, leaf = path.split(".")
-            for key in parents:
-                body = body.get(key, {})
-            if name == operation and leaf in body and (body[leaf] is value or (value is None and not body[leaf])):
-                del body[leaf]
-    return kept
-
-
 @pytest.mark.slow  # one full SDK dry run per case (about 2 s each); make test runs them on both SDKs
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_requests_equal_the_expected_ones(case, capsys, tmp_path):
@@ -932,8 +896,8 @@ def test_requests_equal_the_expected_ones(case, capsys, tmp_path):
 
 
 def check_against_expected(case: str, out: str) -> None:
-    """The requests a dry run printed against tests/expected_requests/CASE.json, the documented
-    differences left out (IMGCLF_WRITE_EXPECTED=1 on 2.x rewrites the file)."""
+    """The requests a dry run printed against tests/expected_requests/CASE.json, on either SDK
+    (IMGCLF_WRITE_EXPECTED=1 on 2.x rewrites the file)."""
     import os
 
     actual = normalized(requests_of(out))
@@ -942,7 +906,7 @@ def check_against_expected(case: str, out: str) -> None:
         assert sdk == 2, "the expected requests are what SDK 2.x sends: write them from .venv"
         path.write_text(json.dumps(actual, indent=1) + "\n")
     expected = json.loads(path.read_text())
-    assert without_documented_differences(actual, sdk) == without_documented_differences(expected, sdk)
+    assert actual == expected
 
 
 # --- Each action asks only for the flags it uses (flags.NEEDS); numbers, places and names checked

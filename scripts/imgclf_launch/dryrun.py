@@ -1,8 +1,4 @@
-"""Dry runs: every AWS request made through one boto3 session is recorded and answered, none sent.
-
-Captured at the boto3 session, not at an SDK client: sagemaker-core (3.x) makes its own clients
-from the session, and every client made from it afterwards inherits the session's handlers.
-"""
+"""Dry runs: every AWS request made through one boto3 session is recorded and answered, none sent."""
 
 from __future__ import annotations
 
@@ -13,9 +9,6 @@ from dataclasses import dataclass, field
 
 from .fake_answers import answer_for
 
-
-# Static credentials for everything a dry run makes: no credential lookup, so no request to the EC2
-# instance metadata service (IMDS, 169.254.169.254) and no credential_process program.
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "dry-run", "AWS_SECRET_ACCESS_KEY": "dry-run"}
 
 
@@ -40,18 +33,13 @@ def printable(value):
 
 @dataclass
 class DryRun:
-    """Records every AWS request made through a boto3 session and sends none: botocore's before-call
-    answer skips the HTTP request, and a before-send hook fails any request that gets further."""
+    """Records and answers every request made through a boto3 session (before-call); before-send refuses."""
 
     requests: list[tuple[str, str, dict]] = field(default_factory=list)
 
     def session(self, region: str):
-        """A boto3 session with static dummy credentials and the dry run attached. The sessions the SDK
-        makes of its own (2.x makes one when imported, sagemaker/jumpstart/constants.py
-        DEFAULT_JUMPSTART_SAGEMAKER_SESSION, whose clients look up credentials) get the same
-        credentials from the environment, which botocore's credential chain reads first, and may not
-        ask IMDS (AWS_EC2_METADATA_DISABLED): set before the SDK is imported. No profile is read
-        (AWS_PROFILE): what it would hold is not sent, and one that does not exist fails every session."""
+        """A boto3 session with the dry run attached; dummy credentials and no profile or IMDS, for the
+        SDK's own sessions too (docs/launchers.md, "Dry runs")."""
         import boto3
 
         for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
@@ -74,8 +62,7 @@ class DryRun:
     def _answer(self, model, params, **_) -> tuple:
         from botocore.awsrequest import AWSResponse
 
-        recorded = self.requests[-1][2] if self.requests else {}
-        response = answer_for(model.name, recorded, self.requests[:-1])
+        response = answer_for(model.name, self.requests[-1][2] if self.requests else {})
         response["ResponseMetadata"] = {"HTTPStatusCode": 200}
         return AWSResponse("https://dry-run.invalid", 200, {}, None), response
 

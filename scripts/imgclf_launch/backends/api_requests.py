@@ -1,6 +1,5 @@
-"""SageMaker API requests built from our job descriptions, in the shapes 2.x's Estimator, Tuner,
-Model and Transformer send for this image (tests/expected_requests holds them, captured from 2.x).
-The 3.x backend sends them through sagemaker-core resources, or local mode's client."""
+"""SageMaker API requests built from our job descriptions, in the shapes 2.x's Estimator, Tuner, Model
+and Transformer send for this image (tests/expected_requests holds them)."""
 
 from __future__ import annotations
 
@@ -36,8 +35,7 @@ def algorithm(target: Target) -> dict:
 
 
 def debugger_fields(debugger: Debugger | None, output_path: str, rules: dict) -> dict:
-    """DebugHookConfig, the rule configurations (``rules``, built by the backend) and ProfilerConfig;
-    without Debugger the profiler is switched off, as 2.x's disable_profiler=True sends it."""
+    """DebugHookConfig, the backend's rule configurations and ProfilerConfig (off without Debugger, as 2.x)."""
     if debugger is None:
         return {"ProfilerConfig": {"DisableProfiler": True}}
     hook = {"CollectionConfigurations": [{"CollectionName": c.name, "CollectionParameters": c.parameters()}
