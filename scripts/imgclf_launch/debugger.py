@@ -32,8 +32,7 @@ def settings(output_path: str | None, custom_rule_image: str | None, rules_sourc
     collections = tuple(replace(c, include_regex=ARCHS[arch].activations) if c.name == "relu_input" else c
                         for c in COLLECTIONS)
     return Debugger(s3_output_path=f"{output_path}/debug" if output_path else None, collections=collections,
-                    builtin_rules=BUILTIN_RULES, custom_rules=custom, profiler_rules=PROFILER_RULES,
-                    profiler_interval_ms=500)
+                    builtin_rules=BUILTIN_RULES, custom_rules=custom, profiler_rules=PROFILER_RULES)
 
 
 def rule_config_function(rule: str) -> str:

@@ -69,9 +69,6 @@ class DryRun:
     def _refuse(self, event_name: str = "", **_) -> None:
         raise DryRunLeak(f"dry run: {event_name} was about to send a request; refused")
 
-    def text(self) -> str:
-        return "".join(f"--- {service} {operation} (not sent)\n{json.dumps(params, indent=1)}\n"
-                       for service, operation, params in self.requests)
-
     def print(self) -> None:
-        print(self.text(), end="")
+        for service, operation, params in self.requests:
+            print(f"--- {service} {operation} (not sent)\n{json.dumps(params, indent=1)}")

@@ -1,7 +1,5 @@
-"""The hyperparameters the launchers send, checked on the laptop with the container's own parser.
-
-Only values that differ from the container's defaults (imgclf.hyperparameters.Hyperparameters) are sent.
-"""
+"""The hyperparameters the launchers send (only what differs from the container's defaults), checked
+on the laptop with the container's own parser."""
 
 from __future__ import annotations
 

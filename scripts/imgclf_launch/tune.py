@@ -3,9 +3,8 @@
     python scripts/tune.py --data s3://BUCKET/dogs --output-path s3://BUCKET/imgclf --max-jobs 8
     python scripts/tune.py --data s3://BUCKET/dogs --output-path s3://BUCKET/imgclf --dry-run   # print the request only
 
-Searches lr 0.001-0.1 (log), batch-size {32, 64, 128, 256}, epochs 2-4 for the best valid
-accuracy (every other hyperparameter keeps the container's default), then prints the best job and
-writes its hyperparameters to --best (JSON), which train_debug.py takes with --hyperparameters.
+Searches lr 0.001-0.1 (log), batch-size {32, 64, 128, 256}, epochs 2-4 for the best valid accuracy;
+writes the best job's hyperparameters to --best (JSON), which train_debug.py takes with --hyperparameters.
 """
 
 from __future__ import annotations

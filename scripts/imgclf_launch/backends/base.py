@@ -9,6 +9,7 @@ from pathlib import Path
 from ..dryrun import DryRun
 from ..flags import LaunchError
 from ..jobs import Target
+from ..paths import REPO
 
 TENSORBOARD_LOCAL_PATH = "/opt/ml/output/tensorboard"  # SageMaker's default TensorBoardOutputConfig.LocalPath
 
@@ -47,6 +48,10 @@ class Backend:
         modules = config.setdefault("SageMaker", {}).setdefault("PythonSDK", {}).setdefault("Modules", {})
         modules["TelemetryOptOut"] = True
         return config
+
+    def output_path(self) -> str:
+        """Where jobs write: --output-path, or a folder of this checkout in local mode."""
+        return self.target.output_path or f"file://{REPO / 'build' / 'local-mode'}"
 
     def model_data_of(self, source: str) -> str:
         """An s3:// or file:// model.tar.gz as given, or the artifacts of a training job by name."""

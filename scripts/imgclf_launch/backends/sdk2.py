@@ -8,7 +8,6 @@ from imgclf.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC, OBJECTIVE_TYPE
 from ..debugger import rule_config_function
 from ..flags import LaunchError
 from ..jobs import Debugger, Deployment, SearchSpace, Target, TrainingJob, TrainingResult, Transform, Tuning, TuningResult
-from ..paths import REPO
 from .base import TENSORBOARD_LOCAL_PATH, Backend
 
 
@@ -73,7 +72,7 @@ class Sdk(Backend):
         return Estimator(
             image_uri=target.image_uri, role=target.role, instance_count=target.instance_count,
             instance_type=target.instance_type,
-            output_path=target.output_path or (f"file://{REPO / 'build' / 'local-mode'}" if target.local else None),
+            output_path=self.output_path(),
             hyperparameters=job.hyperparameters | ({"sagemaker_torch_distributed_enabled": "true"} if target.distributed else {}),
             metric_definitions=METRIC_DEFINITIONS, max_run=target.max_run, sagemaker_session=self.session,
             debugger_hook_config=debug.pop("debugger_hook_config", False),  # 2.257 adds one to every job otherwise

@@ -8,7 +8,6 @@ import json
 from ..debugger import rule_config_function
 from ..jobs import Debugger, Deployment, Target, TrainingJob, TrainingResult, Transform, Tuning, TuningResult
 from ..names import image_base, short_timestamped, timestamped
-from ..paths import REPO
 from . import api_requests, config_defaults
 from .base import Backend
 
@@ -55,11 +54,8 @@ class Sdk(Backend):
         request = config_defaults.applied(f"Create{resource}", request, self.config, instance_supports_kms)
         getattr(self.sagemaker_client, f"create_{pascal_to_snake(resource)}")(**request)
 
-    def _output_path(self) -> str:
-        return self.target.output_path or f"file://{REPO / 'build' / 'local-mode'}"
-
     def train(self, job: TrainingJob, wait: bool) -> TrainingResult | None:
-        request = api_requests.training_job(self.target, job, self._output_path(),
+        request = api_requests.training_job(self.target, job, self.output_path(),
                                             rule_configurations(job.debugger, self.target.region))
         self._create("TrainingJob", request)
         if self.target.local:  # local mode's create runs the job to its end
@@ -77,7 +73,7 @@ class Sdk(Backend):
 
     def tune(self, job: TrainingJob, tuning: Tuning, wait: bool) -> TuningResult | None:
         name = short_timestamped(image_base(self.target.image_uri))
-        request = api_requests.tuning_job(self.target, job, tuning, name, self._output_path())
+        request = api_requests.tuning_job(self.target, job, tuning, name, self.output_path())
         self._create("HyperParameterTuningJob", request)
         if not wait:
             return None
