@@ -19,6 +19,7 @@ from imgclf_launch import backends, debugger, deploy, flags, invoke, prepare_dat
 from imgclf_launch.dryrun import DryRun, DryRunLeak
 from imgclf_launch.hyperparameters import checked
 from imgclf_launch.jobs import Deployment, Target, TrainingJob
+from imgclf_launch.paths import REPO
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/imgclf:latest"
 COMMON = ["--dry-run", "--image-uri", IMAGE, "--role", "arn:aws:iam::123456789012:role/sm", "--region", "us-east-1",
@@ -325,7 +326,6 @@ def s3_bucket(name: str):
 def test_prepare_data_unzips_verifies_and_uploads_once(tmp_path, sample_data, capsys):
     import zipfile
 
-
     archive = tmp_path / "dogImages.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         for path in sorted(sample_data.rglob("*.png")):
@@ -395,7 +395,7 @@ def test_push_uses_an_ecr_token_and_pushes_both_tags(tmp_path, monkeypatch, caps
         f"tag imgclf:latest {registry}/imgclf:latest", f"push {registry}/imgclf:latest",
         f"tag imgclf:latest {registry}/imgclf:abc1234", f"push {registry}/imgclf:abc1234"]
     assert "created ECR repository imgclf" in capsys.readouterr().out
-    assert "aws " not in Path(push.__file__).parents[2].joinpath("docker", "push.sh").read_text()
+    assert "aws " not in (REPO / "docker" / "push.sh").read_text()
 
 
 def test_analyze_debug_without_smdebug_is_one_line(monkeypatch, tmp_path):
@@ -446,8 +446,6 @@ def model_tar(request, tmp_path_factory) -> Path:
     import os
     import shutil
     import tarfile
-
-    from imgclf_launch.paths import REPO
 
     if importlib.util.find_spec("torch"):
         model = request.getfixturevalue("trained")[0] / "model"
@@ -610,8 +608,6 @@ def start_holder(image: str, model_tar: Path, name: str) -> tuple[subprocess.Pop
     """deploy.py --local in the background, as from a shell; returns once it says it holds the endpoint."""
     import os
     import time
-
-    from imgclf_launch.paths import REPO
 
     log = model_tar.parent.parent / f"{name}.log"
     holder = subprocess.Popen([sys.executable, str(REPO / "scripts" / "deploy.py"), "--local", "--image-uri", image,
@@ -1094,8 +1090,6 @@ def run_launcher(name: str, *args: str, env: dict | None = None) -> subprocess.C
     """scripts/NAME.py as a user runs it."""
     import os
 
-    from imgclf_launch.paths import REPO
-
     return subprocess.run([sys.executable, str(REPO / "scripts" / f"{name}.py"), *args], capture_output=True, text=True,
                           timeout=300, env={**os.environ, "AWS_MAX_ATTEMPTS": "1", **(env or {})})
 
@@ -1306,8 +1300,6 @@ def test_dry_run_opens_no_socket_and_runs_no_credential_program(tmp_path, profil
     SDK would swallow (a sitecustomize records every attempt; the SDK is imported in that process)."""
     import os
 
-    from imgclf_launch.paths import REPO
-
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(SOCKET_GUARD)
     (tmp_path / "home").mkdir()
@@ -1351,8 +1343,6 @@ def test_a_job_waited_for_with_logs_uses_the_region_flag(tmp_path, real_sockets)
     CloudWatch Logs ones included (sagemaker-core 3.x makes that client from a default boto3 Session
     of its own), goes to --region's region, and the job ends with exit status 0."""
     import os
-
-    from imgclf_launch.paths import REPO
 
     stand_in = FakeSageMaker(completed_job)
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE")}
