@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import signal
 import sys
 from pathlib import Path
 
@@ -50,6 +51,7 @@ class ClassifierAPI(ls.LitAPI):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # LitServer stops its workers on KeyboardInterrupt only
     api = ClassifierAPI(Path(sys.argv[1]), DTYPES[sys.argv[3]])
     ls.LitServer(api, accelerator="auto", healthcheck_path="/ping").run(host="127.0.0.1", port=int(sys.argv[2]), num_api_servers=1,
                                                                      generate_client_file=False)
