@@ -5,8 +5,9 @@ model files and JPEG.
     python bench/peers.py --model-dir build/demo/model --peers torchserve
 
 Each peer runs in its own venv with the settings ``serve`` uses on a CPU: max batch 8, 5 ms wait,
-the same precision and channels_last. LitServe (bench/litserve_app.py): torchvision transforms, the
-JPEG as base64 in JSON (LitServe parses JSON bodies). TorchServe 0.12 (bench/torchserve_app.py): a
+the same precision, eager torch in channels_last (``serve`` runs the engine IMGCLF_ENGINE picks).
+LitServe (bench/litserve_app.py): torchvision transforms, the JPEG as base64 in JSON (LitServe
+parses JSON bodies). TorchServe 0.12 (bench/torchserve_app.py): a
 .mar with the built-in image_classifier handler, the JPEG as image/jpeg, as ours.
 """
 
@@ -30,6 +31,7 @@ from random_model import model_dir_or_random
 from serve import HERE, free_port, measure
 
 from imgclf import precision
+from imgclf.serving import engines
 
 
 def peer_env() -> dict:
@@ -76,15 +78,17 @@ def main() -> None:
     peers = args.peers.split(",")
     if not set(peers) <= set(PEERS):
         parser.error(f"--peers {args.peers}: each must be one of {', '.join(PEERS)}")
+    cpu = torch.device("cpu")
     serving = {v: k for k, v in forward.PRECISIONS.items()}[
-        precision.for_device(os.environ.get("IMGCLF_PRECISION", "auto"), "serve", torch.device("cpu"))]
+        precision.for_device(os.environ.get("IMGCLF_PRECISION", "auto"), "serve", cpu)]
+    engine = engines.choose(os.environ.get("IMGCLF_ENGINE", "auto"), cpu)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = model_dir_or_random(args.model_dir, Path(tmp))
         photo = next((write_photo_dataset(Path(tmp) / "photos", 1)).rglob("*.jpg")).read_bytes()
         port = free_port()
         env = {**os.environ, "SM_MODEL_DIR": str(model_dir), "SAGEMAKER_BIND_TO_PORT": str(port),
                "IMGCLF_HOST": "127.0.0.1"}
-        ours = measure(f"imgclf serve ({serving} channels_last)", [str(Path(sys.executable).parent / "serve")],
+        ours = measure(f"imgclf serve ({engine} {serving})", [str(Path(sys.executable).parent / "serve")],
                        env, port, photo, args)
         results = {p: PEERS[p][1](getattr(args, f"{p}_python"), model_dir, Path(tmp), photo, serving, args)
                    for p in peers}
