@@ -16,7 +16,7 @@ GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # TORCH_INDEX_URL, TORCH_VERSION, TORCHVISION_VERSION (another torch CUDA flavour: docs/gpu.md, build choices)
 BUILD_ARGS := $(foreach v,BASE_IMAGE BUILDER_IMAGE WITH_COMPILER PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST TORCH_INDEX_URL TORCH_VERSION TORCHVISION_VERSION,$(if $($(v)),--build-arg $(v)="$($(v))"))
 
-.PHONY: gpu-wheels gpu-check bench-stages bench-compiled bench-peers help venv venv-sdk3 test-sdk3 nginx sample-data demo train-demo tensorboard test test-fast docs clean build push train-local serve-local predict image-local bench audit
+.PHONY: gpu-wheels gpu-check bench-stages bench-compiled bench-peers java help venv venv-sdk3 test-sdk3 nginx sample-data demo train-demo tensorboard test test-fast docs clean build push train-local serve-local predict image-local bench audit
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -123,16 +123,26 @@ $(COMPILED_VENV)/.installed:
 bench-compiled: $(COMPILED_VENV)/.installed  ## ResNet-50 forward only: eager torch vs ONNX Runtime and OpenVINO (fp32, bf16), same cores
 	$(COMPILED_VENV)/bin/python bench/compiled.py
 
-# LitServe in a venv of its own: the server a user might pick instead, beside ours at the same concurrencies.
+# The servers a user might pick instead, each in a venv of its own, beside ours at the same concurrencies:
+# LitServe, and TorchServe 0.12 (its last release line; its handlers import captum, its frontend runs on Java).
 PEERS_VENV := build/peers
 PEERS_PINS := litserve==0.2.19 torch==2.14.1 torchvision==0.29.1 pillow==12.0.0
-$(PEERS_VENV)/.installed:
-	$(PYTHON) -m venv $(PEERS_VENV)
-	$(PEERS_VENV)/bin/pip install -q $(PEERS_PINS)
+TORCHSERVE_VENV := build/torchserve
+TORCHSERVE_PINS := torchserve==0.12.0 torch-model-archiver==0.12.0 captum==0.9.0 pyyaml==6.0.3 torch==2.14.1 torchvision==0.29.1 pillow==12.0.0
+$(PEERS_VENV)/.installed: PINS := $(PEERS_PINS)
+$(TORCHSERVE_VENV)/.installed: PINS := $(TORCHSERVE_PINS)
+$(PEERS_VENV)/.installed $(TORCHSERVE_VENV)/.installed:
+	$(PYTHON) -m venv $(@D)
+	$(@D)/bin/pip install -q $(PINS)
 	touch $@
 
-bench-peers: venv $(PEERS_VENV)/.installed  ## our serve beside LitServe with batching at concurrency 1/8/32, same model and cores
-	$(PY) bench/peers.py --peers-python $(PEERS_VENV)/bin/python
+java:  ## install Java 17 (Debian package) if there is no java: TorchServe's frontend runs on it
+	@command -v java >/dev/null || [ -n "$$JAVA_HOME" ] || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless; \
+		else echo "TorchServe needs Java 17 or later: run 'sudo apt-get install openjdk-17-jre-headless'" >&2; exit 1; fi; }
+
+bench-peers: venv java $(PEERS_VENV)/.installed $(TORCHSERVE_VENV)/.installed  ## our serve beside LitServe and TorchServe 0.12 with batching at concurrency 1/8/32, same model and cores
+	$(PY) bench/peers.py --litserve-python $(PEERS_VENV)/bin/python --torchserve-python $(TORCHSERVE_VENV)/bin/python
 
 # bench/gpu_check.sh on a machine with a GPU but no network: python3 there has torch, torchvision,
 # numpy, Pillow, requests, scikit-learn, matplotlib and Werkzeug; these pure-Python wheels are the rest.

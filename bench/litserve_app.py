@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import base64
 import io
-import json
+import signal
 import sys
 from pathlib import Path
 
 import litserve as ls
 import torch
 from PIL import Image
-from torch import nn
-from torchvision import models, transforms
+from torchvision import transforms
+
+from peer_model import DTYPES, load_model
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 class ClassifierAPI(ls.LitAPI):
@@ -31,11 +31,8 @@ class ClassifierAPI(ls.LitAPI):
         self.model_dir, self.dtype = model_dir, dtype
 
     def setup(self, device: str) -> None:
-        spec = json.loads((self.model_dir / "model.json").read_text())
-        model = models.get_model(spec["arch"], weights=None)
-        model.fc = nn.Linear(model.fc.in_features, spec["num_classes"])
-        model.load_state_dict(torch.load(self.model_dir / "model.pt", map_location="cpu", weights_only=True))
-        self.model = model.to(device, dtype=self.dtype, memory_format=torch.channels_last).eval()
+        model, spec = load_model(self.model_dir)
+        self.model = model.to(device, dtype=self.dtype, memory_format=torch.channels_last)
         self.device = device
         size = spec["image_size"]
         self.transform = transforms.Compose([transforms.Resize(round(size / 0.875)), transforms.CenterCrop(size),
@@ -54,6 +51,7 @@ class ClassifierAPI(ls.LitAPI):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # LitServer stops its workers on KeyboardInterrupt only
     api = ClassifierAPI(Path(sys.argv[1]), DTYPES[sys.argv[3]])
     ls.LitServer(api, accelerator="auto", healthcheck_path="/ping").run(host="127.0.0.1", port=int(sys.argv[2]), num_api_servers=1,
                                                                      generate_client_file=False)

@@ -58,7 +58,8 @@ def start(command: list[str], env: dict, port: int) -> subprocess.Popen:
         if process.poll() is not None:
             raise RuntimeError(f"{command[0]} exited with {process.returncode}")
         time.sleep(0.2)
-    process.kill()
+    process.terminate()  # not kill: a launcher (serve, bench/torchserve_app.py) stops what it started
+    process.wait(120)
     raise RuntimeError(f"{command} never became healthy")
 
 

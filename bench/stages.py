@@ -7,11 +7,11 @@
 The app runs in this process, with serve's allocator settings (bench/inprocess.py: werkzeug's
 threaded server, no nginx or gunicorn; the nginx hop is under 1 ms) with its own Predictor and
 Batcher, timestamped from outside:
-- decode: Predictor.preprocess (bytes -> uint8 crop), in the request thread;
+- decode: Predictor.decode (bytes -> uint8 crop), in the request thread;
 - queue: from Batcher.submit until the batcher thread takes the request into a batch;
 - assemble: from being taken until the forward pass starts (waiting up to max_batch_wait_ms for
   requests still decoding, then stacking);
-- forward: the batch's Predictor._infer (normalise, network, softmax), shared by its requests;
+- forward: the batch's Predictor.predict (normalise, network, softmax), shared by its requests;
 - handoff: from the end of the forward pass until classify returns in the request thread (top-k, wake-up);
 - http: the client's mean latency (concurrency / req/s) minus classify's (werkzeug, Flask, JSON,
   loopback, the client, and any wait for a request thread or the GIL).
@@ -51,13 +51,13 @@ class Stamps:
 
     def install(self) -> None:
         stamps = self
-        preprocess, submit, next_batch, infer, classify = (Predictor.preprocess, Batcher.submit, Batcher._next_batch,
-                                                           Predictor._infer, Predictor.classify)
+        decode, submit, next_batch, predict, classify = (Predictor.decode, Batcher.submit, Batcher._next_batch,
+                                                         Predictor.predict, Predictor.classify)
 
-        def timed_preprocess(predictor, payload, *args):
+        def timed_decode(predictor, payload, *args):
             start = time.perf_counter()
             try:
-                return preprocess(predictor, payload, *args)
+                return decode(predictor, payload, *args)
             finally:
                 stamps.local.decode = getattr(stamps.local, "decode", 0.0) + time.perf_counter() - start
 
@@ -72,15 +72,15 @@ class Stamps:
             now = time.perf_counter()
             for job in jobs:
                 getattr(job.future, "stamps", {})["taken"] = now
-            stamps.local.jobs = jobs  # the batcher thread: _infer runs these next
+            stamps.local.jobs = jobs  # the batcher thread: predict runs these next
             with stamps.lock:
                 stamps.batches[sum(len(job.images) for job in jobs)] += 1
             return jobs
 
-        def timed_infer(predictor, images):
+        def timed_predict(predictor, images):
             start = time.perf_counter()
             try:
-                return infer(predictor, images)
+                return predict(predictor, images)
             finally:
                 end = time.perf_counter()
                 for job in getattr(stamps.local, "jobs", []):
@@ -93,8 +93,8 @@ class Stamps:
             stamps.record(start, time.perf_counter(), stamps.local.decode, stamps.local.future.stamps)
             return result
 
-        Predictor.preprocess, Batcher.submit, Batcher._next_batch = timed_preprocess, timed_submit, timed_next_batch
-        Predictor._infer, Predictor.classify = timed_infer, timed_classify
+        Predictor.decode, Batcher.submit, Batcher._next_batch = timed_decode, timed_submit, timed_next_batch
+        Predictor.predict, Predictor.classify = timed_predict, timed_classify
 
     def record(self, start: float, end: float, decode: float, s: dict[str, float]) -> None:
         if "forward_end" not in s:

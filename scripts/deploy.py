@@ -1,7 +1,4 @@
-"""`python scripts/deploy.py` runs imgclf_launch.deploy (installed with `pip install -e scripts`; README)."""
-try:
-    from imgclf_launch.deploy import main
-except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {e}: pip install -r scripts/requirements-sdk2.txt (or -sdk3.txt) -e container -e scripts (README)")
-if __name__ == "__main__":
-    raise SystemExit(main())
+"""`python scripts/deploy.py`: imgclf_launch.deploy (`pip install -e scripts`; README)."""
+from entry import run
+
+run("deploy")

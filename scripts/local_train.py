@@ -1,7 +1,4 @@
-"""`python scripts/local_train.py` runs imgclf_launch.local_train (installed with `pip install -e scripts`; README)."""
-try:
-    from imgclf_launch.local_train import main
-except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {e}: pip install -r scripts/requirements-sdk2.txt (or -sdk3.txt) -e container -e scripts (README)")
-if __name__ == "__main__":
-    raise SystemExit(main())
+"""`python scripts/local_train.py`: imgclf_launch.local_train (`pip install -e scripts`; README)."""
+from entry import run
+
+run("local_train")

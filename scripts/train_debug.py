@@ -1,7 +1,4 @@
-"""`python scripts/train_debug.py` runs imgclf_launch.train_debug (installed with `pip install -e scripts`; README)."""
-try:
-    from imgclf_launch.train_debug import main
-except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {e}: pip install -r scripts/requirements-sdk2.txt (or -sdk3.txt) -e container -e scripts (README)")
-if __name__ == "__main__":
-    raise SystemExit(main())
+"""`python scripts/train_debug.py`: imgclf_launch.train_debug (`pip install -e scripts`; README)."""
+from entry import run
+
+run("train_debug")

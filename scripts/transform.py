@@ -1,7 +1,4 @@
-"""`python scripts/transform.py` runs imgclf_launch.transform (installed with `pip install -e scripts`; README)."""
-try:
-    from imgclf_launch.transform import main
-except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {e}: pip install -r scripts/requirements-sdk2.txt (or -sdk3.txt) -e container -e scripts (README)")
-if __name__ == "__main__":
-    raise SystemExit(main())
+"""`python scripts/transform.py`: imgclf_launch.transform (`pip install -e scripts`; README)."""
+from entry import run
+
+run("transform")

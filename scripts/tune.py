@@ -1,7 +1,4 @@
-"""`python scripts/tune.py` runs imgclf_launch.tune (installed with `pip install -e scripts`; README)."""
-try:
-    from imgclf_launch.tune import main
-except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {e}: pip install -r scripts/requirements-sdk2.txt (or -sdk3.txt) -e container -e scripts (README)")
-if __name__ == "__main__":
-    raise SystemExit(main())
+"""`python scripts/tune.py`: imgclf_launch.tune (`pip install -e scripts`; README)."""
+from entry import run
+
+run("tune")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 
@@ -77,10 +78,9 @@ def test_analyze_a_job_by_name_reads_its_debugger_output(monkeypatch, tmp_path, 
 
     monkeypatch.setattr(analyze_debug, "debug_job", debug_job)
     (tmp_path / "empty").mkdir()
-    assert analyze_debug.main(["--job", "job-1", "--region", "us-east-1", "--out", str(tmp_path / "a.png")]) == 1
-    captured = capsys.readouterr()
-    assert "SageMaker rule LossNotDecreasing: NoIssuesFound" in captured.out
-    assert f"no Debugger output under {tmp_path / 'empty'}" in captured.err
+    with pytest.raises(SystemExit, match="^error: no Debugger output under " + re.escape(str(tmp_path / "empty"))):
+        analyze_debug.main(["--job", "job-1", "--region", "us-east-1", "--out", str(tmp_path / "a.png")])
+    assert "SageMaker rule LossNotDecreasing: NoIssuesFound" in capsys.readouterr().out
 
 
 def test_stop_action_ends_a_stalled_job_early_with_a_model_and_a_profile(tmp_path, sample_data):

@@ -19,6 +19,7 @@ from imgclf_launch import backends, debugger, deploy, flags, invoke, prepare_dat
 from imgclf_launch.dryrun import DryRun, DryRunLeak
 from imgclf_launch.hyperparameters import checked
 from imgclf_launch.jobs import Deployment, Target, TrainingJob
+from imgclf_launch.paths import REPO
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/imgclf:latest"
 COMMON = ["--dry-run", "--image-uri", IMAGE, "--role", "arn:aws:iam::123456789012:role/sm", "--region", "us-east-1",
@@ -50,12 +51,9 @@ def no_network(request, monkeypatch):
 
 
 def requests_of(out: str) -> list[tuple[str, dict]]:
-    """The printed requests, without the read-backs of the installed SDK (see READ_BACKS)."""
+    """The printed requests."""
     parts = re.split(r"^--- ([\w-]+ \w+) \(not sent\)$", out, flags=re.M)[1:]
-    requests = [(name, json.loads(body)) for name, body in zip(parts[::2], parts[1::2])]
-    if backends.sdk_major() not in READ_BACKS:
-        return requests
-    return [r for i, r in enumerate(requests) if not is_read_back(requests, i)]
+    return [(name, json.loads(body)) for name, body in zip(parts[::2], parts[1::2])]
 
 
 def captured(capsys, main, argv) -> dict[str, dict]:
@@ -217,13 +215,11 @@ def test_dry_run_fails_closed():
 
 def test_user_sdk_config_is_merged_not_replaced(capsys, tmp_path, monkeypatch):
     """The user's SDK defaults (here a KMS key and tags for training jobs) still apply, and telemetry is off."""
-    sdk_config = backends.module().sdk_config
-
     user = tmp_path / "config.yaml"
     user.write_text("SchemaVersion: '1.0'\nSageMaker:\n  TrainingJob:\n    OutputDataConfig:\n      KmsKeyId: alias/mine\n"
                     "    Tags:\n    - Key: team\n      Value: vision\n")
     monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(user))
-    config = sdk_config(dry_run=True)
+    config = backends.module().Sdk.sdk_config()
     assert config["SageMaker"]["PythonSDK"]["Modules"]["TelemetryOptOut"] is True
     assert config["SageMaker"]["TrainingJob"]["OutputDataConfig"]["KmsKeyId"] == "alias/mine"
     job = captured(capsys, train_debug.main, COMMON)["CreateTrainingJob"]
@@ -234,7 +230,7 @@ def test_user_sdk_config_is_merged_not_replaced(capsys, tmp_path, monkeypatch):
     assert {"Key": "team", "Value": "vision"} in tuning["Tags"]
     monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", "s3://bucket/config.yaml")
     with pytest.raises(SystemExit, match="config is in S3"):
-        sdk_config(dry_run=True)
+        train_debug.main(COMMON)
 
 
 def test_local_and_dry_run_together_are_refused():
@@ -330,7 +326,6 @@ def s3_bucket(name: str):
 def test_prepare_data_unzips_verifies_and_uploads_once(tmp_path, sample_data, capsys):
     import zipfile
 
-
     archive = tmp_path / "dogImages.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         for path in sorted(sample_data.rglob("*.png")):
@@ -400,7 +395,7 @@ def test_push_uses_an_ecr_token_and_pushes_both_tags(tmp_path, monkeypatch, caps
         f"tag imgclf:latest {registry}/imgclf:latest", f"push {registry}/imgclf:latest",
         f"tag imgclf:latest {registry}/imgclf:abc1234", f"push {registry}/imgclf:abc1234"]
     assert "created ECR repository imgclf" in capsys.readouterr().out
-    assert "aws " not in Path(push.__file__).parents[2].joinpath("docker", "push.sh").read_text()
+    assert "aws " not in (REPO / "docker" / "push.sh").read_text()
 
 
 def test_analyze_debug_without_smdebug_is_one_line(monkeypatch, tmp_path):
@@ -451,8 +446,6 @@ def model_tar(request, tmp_path_factory) -> Path:
     import os
     import shutil
     import tarfile
-
-    from imgclf_launch.paths import REPO
 
     if importlib.util.find_spec("torch"):
         model = request.getfixturevalue("trained")[0] / "model"
@@ -615,8 +608,6 @@ def start_holder(image: str, model_tar: Path, name: str) -> tuple[subprocess.Pop
     """deploy.py --local in the background, as from a shell; returns once it says it holds the endpoint."""
     import os
     import time
-
-    from imgclf_launch.paths import REPO
 
     log = model_tar.parent.parent / f"{name}.log"
     holder = subprocess.Popen([sys.executable, str(REPO / "scripts" / "deploy.py"), "--local", "--image-uri", image,
@@ -875,13 +866,6 @@ CASES = {
                                                        "--env", "IMGCLF_PRECISION=fp32"]),
     "invoke": ("invoke", ["IMAGE_FILE", "--endpoint", "dogs", "--top-k", "2", "--dry-run"]),
 }
-# What 3.x sends differently, each with its reason: the reads it adds, and fields it leaves out.
-READ_BACKS = {3: "sagemaker-core reads every resource back after create() (Describe<Resource> of the same name)"}
-LEFT_OUT = {3: {
-    ("sagemaker CreateTrainingJob", "ProfilerConfig.DisableProfiler", False): "sagemaker-core's serializer drops false "
-                                                                               "values; false is the API's default",
-    ("sagemaker CreateModel", "PrimaryContainer.Environment", None): "sagemaker-core drops an empty map",
-}}
 
 
 def normalized(requests: list[tuple[str, dict]]) -> list[list]:
@@ -896,30 +880,6 @@ def normalized(requests: list[tuple[str, dict]]) -> list[list]:
     return result
 
 
-def is_read_back(requests: list, index: int) -> bool:
-    """A Describe<Resource> right after Create<Resource> of the same name."""
-    name, body = requests[index]
-    service, _, operation = name.partition(" ")
-    if not operation.startswith("Describe"):
-        return False
-    noun = operation.removeprefix("Describe")
-    before = requests[index - 1] if index else None
-    return before is not None and before[0] == f"{service} Create{noun}" and \
-        before[1].get(f"{noun}Name") == body.get(f"{noun}Name")
-
-
-def without_documented_differences(requests: list[list], sdk: int) -> list[list]:
-    kept = [list(r) for r in requests]  # read-backs are gone already (requests_of)
-    for operation, path, value in LEFT_OUT.get(sdk, {}):
-        for name, body in kept:
-            *parents, leaf = path.split(".")
-            for key in parents:
-                body = body.get(key, {})
-            if name == operation and leaf in body and (body[leaf] is value or (value is None and not body[leaf])):
-                del body[leaf]
-    return kept
-
-
 @pytest.mark.slow  # one full SDK dry run per case (about 2 s each); make test runs them on both SDKs
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_requests_equal_the_expected_ones(case, capsys, tmp_path):
@@ -932,8 +892,8 @@ def test_requests_equal_the_expected_ones(case, capsys, tmp_path):
 
 
 def check_against_expected(case: str, out: str) -> None:
-    """The requests a dry run printed against tests/expected_requests/CASE.json, the documented
-    differences left out (IMGCLF_WRITE_EXPECTED=1 on 2.x rewrites the file)."""
+    """The requests a dry run printed against tests/expected_requests/CASE.json, on either SDK
+    (IMGCLF_WRITE_EXPECTED=1 on 2.x rewrites the file)."""
     import os
 
     actual = normalized(requests_of(out))
@@ -942,7 +902,7 @@ def check_against_expected(case: str, out: str) -> None:
         assert sdk == 2, "the expected requests are what SDK 2.x sends: write them from .venv"
         path.write_text(json.dumps(actual, indent=1) + "\n")
     expected = json.loads(path.read_text())
-    assert without_documented_differences(actual, sdk) == without_documented_differences(expected, sdk)
+    assert actual == expected
 
 
 # --- Each action asks only for the flags it uses (flags.NEEDS); numbers, places and names checked
@@ -1129,8 +1089,6 @@ def failing_job(operation: str, body: dict) -> tuple[int, dict]:
 def run_launcher(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """scripts/NAME.py as a user runs it."""
     import os
-
-    from imgclf_launch.paths import REPO
 
     return subprocess.run([sys.executable, str(REPO / "scripts" / f"{name}.py"), *args], capture_output=True, text=True,
                           timeout=300, env={**os.environ, "AWS_MAX_ATTEMPTS": "1", **(env or {})})
@@ -1342,8 +1300,6 @@ def test_dry_run_opens_no_socket_and_runs_no_credential_program(tmp_path, profil
     SDK would swallow (a sitecustomize records every attempt; the SDK is imported in that process)."""
     import os
 
-    from imgclf_launch.paths import REPO
-
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(SOCKET_GUARD)
     (tmp_path / "home").mkdir()
@@ -1387,8 +1343,6 @@ def test_a_job_waited_for_with_logs_uses_the_region_flag(tmp_path, real_sockets)
     CloudWatch Logs ones included (sagemaker-core 3.x makes that client from a default boto3 Session
     of its own), goes to --region's region, and the job ends with exit status 0."""
     import os
-
-    from imgclf_launch.paths import REPO
 
     stand_in = FakeSageMaker(completed_job)
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE")}

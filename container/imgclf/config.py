@@ -1,8 +1,4 @@
-"""The job's settings, read once at the edge: the SageMaker training environment (``SM_*``
-variables) and serving's (hyperparameters: imgclf.hyperparameters).
-Everything else in the package takes these values as arguments. No torch here: the laptop
-launchers import this module.
-"""
+"""Training's and serving's environment, read once at the edge (no torch here: the laptop launchers import it)."""
 
 from __future__ import annotations
 
@@ -17,6 +13,7 @@ from typing import Any, ClassVar
 from . import resources
 from .hyperparameters import PRECISIONS, ConfigError, Parser, boolean, choice
 
+BASE_DIR = "/opt/ml"  # SAGEMAKER_BASE_DIR's default: where SageMaker lays out a job's folders
 # Opt-in to run on the CPU of a host whose GPUs torch cannot use (imgclf.gpu); never implicit.
 ALLOW_CPU_ENV = "IMGCLF_ALLOW_CPU"
 
@@ -30,11 +27,10 @@ CHANNEL_ALIASES = {
 
 
 def sagemaker_path(environ: Mapping[str, str], variable: str, *parts: str) -> Path:
-    """A path SageMaker names in ``variable`` (SM_MODEL_DIR, ...), else its place under
-    SAGEMAKER_BASE_DIR (/opt/ml)."""
+    """A path SageMaker names in ``variable`` (SM_MODEL_DIR, ...), else its place under SAGEMAKER_BASE_DIR."""
     if variable in environ:
         return Path(environ[variable])
-    return Path(environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"), *parts)
+    return Path(environ.get("SAGEMAKER_BASE_DIR", BASE_DIR), *parts)
 
 
 @dataclass(frozen=True)
@@ -96,9 +92,7 @@ class TrainingEnv:
 
 
 def checkpoint_dir(environ: Mapping[str, str]) -> Path:
-    """Where checkpoints go: the job's CheckpointConfig.LocalPath (SageMaker writes it to
-    input/config/checkpointconfig.json and syncs that folder with CheckpointConfig.S3Uri), else
-    /opt/ml/checkpoints, SageMaker's default; SM_CHECKPOINT_DIR overrides both."""
+    """SM_CHECKPOINT_DIR, else the job's CheckpointConfig.LocalPath, else SageMaker's default (docs/reliability.md)."""
     if "SM_CHECKPOINT_DIR" in environ:
         return Path(environ["SM_CHECKPOINT_DIR"])
     config = sagemaker_path(environ, "SM_INPUT_CONFIG_DIR", "input", "config") / "checkpointconfig.json"
@@ -145,10 +139,9 @@ ENGINES = ("auto", "torch", "openvino")  # what runs the network in serve: imgcl
 class ServingConfig:
     """How ``serve`` runs, from SageMaker's hosting variables (and a few of our own, IMGCLF_*)."""
 
-    # Every variable from_environ reads: (name, default, meaning). docs/reference/serving-variables.md
-    # is generated from it, and a test fails when from_environ reads a variable missing here.
+    # Every variable from_environ reads (name, default, meaning): the manual's table; a test checks both agree.
     VARIABLES: ClassVar[tuple[tuple[str, str, str], ...]] = (
-        ("SAGEMAKER_BASE_DIR", "/opt/ml", "the folder laid out like /opt/ml (outside the image)"),
+        ("SAGEMAKER_BASE_DIR", BASE_DIR, "the folder laid out like /opt/ml (outside the image)"),
         ("SM_MODEL_DIR", "$SAGEMAKER_BASE_DIR/model", "the model folder `train` left"),
         ("IMGCLF_HOST", "0.0.0.0", "the address nginx listens on"),
         ("SAGEMAKER_BIND_TO_PORT", "8080", "the port nginx listens on (the image has the `accept-bind-to-port` label)"),
@@ -203,10 +196,8 @@ class ServingConfig:
     @classmethod
     def from_environ(cls, gpus: int, cpus: int, environ: Mapping[str, str] = os.environ,
                      memory_bytes: int | None = None) -> ServingConfig:
-        """``cpus`` and ``memory_bytes``: what the container may use (imgclf.resources); with
-        ``memory_bytes``, the default decode slots and pixel cap fit it (resources.fit_decoding)."""
+        """``cpus`` and ``memory_bytes``: what the container may use; decoding's defaults fit them (imgclf.resources)."""
         model_dir = sagemaker_path(environ, "SM_MODEL_DIR", "model")
-        # One model copy per GPU; on CPU, few workers with several torch threads each.
         workers = _env_int(environ, "SAGEMAKER_MODEL_SERVER_WORKERS", gpus if gpus else max(1, cpus // 4))
         slots, pixels = max(1, cpus // workers), 64_000_000
         if memory_bytes:
@@ -222,11 +213,9 @@ class ServingConfig:
             torch_threads=_env_int(environ, "IMGCLF_TORCH_THREADS", max(1, cpus // workers)),
             gpus=gpus,
             timeout=_env_int(environ, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 60),
-            # The runtime API caps real-time bodies at 6,291,456 bytes (6 MiB); batch transform may send more.
             max_payload_bytes=payload_mb * 1024 * 1024,
             max_image_pixels=_env_int(environ, "IMGCLF_MAX_IMAGE_PIXELS", pixels),
             max_images_per_request=_env_int(environ, "IMGCLF_MAX_IMAGES_PER_REQUEST", 256),
-            # CPUs run ResNets fastest per image at small batches (cache-sized activations).
             max_batch_size=_env_int(environ, "IMGCLF_MAX_BATCH_SIZE", 32 if gpus else 8),
             max_batch_wait_ms=_env_int(environ, "IMGCLF_MAX_BATCH_WAIT_MS", 5, minimum=0),
             engine=_env_converted(environ, "IMGCLF_ENGINE", "auto", choice(ENGINES)),
@@ -234,15 +223,10 @@ class ServingConfig:
             allow_cpu=cpu_allowed(environ),
             default_top_k=_env_int(environ, "IMGCLF_TOP_K", 5),
             max_concurrent_transforms=_env_int(environ, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", max(1, workers) * 4),
-            # MULTI_RECORD: JSON Lines bodies (imgclf.serving.codecs), so both are true when advertised
             batch_strategy=_env_converted(environ, "SAGEMAKER_BATCH_STRATEGY", "single_record",
                                           choice(("single_record", "multi_record"))).upper(),
-            # nginx: connections held at once (idle ones cost a few kB), and how long a client may
-            # pause while sending a request or reading the answer.
             max_connections=_env_int(environ, "IMGCLF_MAX_CONNECTIONS", 4096, minimum=16),
             client_timeout=_env_int(environ, "IMGCLF_CLIENT_TIMEOUT", 20),
-            # images decoding at once per worker: decoding memory is this x the per-image maximum
             decode_slots=_env_int(environ, "IMGCLF_DECODE_SLOTS", slots),
-            # when serve starts as root, request handling (nginx's and gunicorn's workers) runs as this user
             serve_user=environ.get("IMGCLF_SERVE_USER", "").strip() or None,
         )

@@ -1,8 +1,4 @@
-"""Image preprocessing shared by training and serving.
-
-Images travel as uint8 CHW tensors (small to cache, pin and copy to the GPU);
-``normalize`` turns a batch into the model's float input on the device.
-"""
+"""Image decoding and preprocessing shared by training and serving: bytes -> uint8 CHW -> the model's input."""
 
 from __future__ import annotations
 
@@ -16,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as F
 
 from .resources import DECODE_BYTES_PER_PIXEL
@@ -29,7 +25,6 @@ CROP_RATIO = 0.875  # 224-pixel crop from a 256-pixel resize, as torchvision's r
 Image.MAX_IMAGE_PIXELS = None
 # A TIFF tile is decoded whole: a tiny image may declare one huge tile (a bomb the pixel count misses).
 MAX_TIFF_TILE_PIXELS = 1024 * 1024
-TIFF_TILE_WIDTH, TIFF_TILE_LENGTH = 322, 323
 # Image.reduce works on these; "1", "P", "PA" and "I;16*" are converted first (see _reducible).
 BAND_PIXELS = 1024 * 1024  # source pixels reduced at a time (_reduce_in_bands)
 REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F"})
@@ -49,7 +44,7 @@ class UnsupportedFormat(ImageError):
 
 def _check_tiff(image: ImageFile.ImageFile) -> None:
     width, height = image.size
-    tile_w, tile_h = image.tag_v2.get(TIFF_TILE_WIDTH, 0), image.tag_v2.get(TIFF_TILE_LENGTH, 0)
+    tile_w, tile_h = image.tag_v2.get(TiffImagePlugin.TILEWIDTH, 0), image.tag_v2.get(TiffImagePlugin.TILELENGTH, 0)
     if tile_w * tile_h > max(width * height, MAX_TIFF_TILE_PIXELS):
         raise ImageTooLarge(f"TIFF tile of {tile_w}x{tile_h} pixels in a {width}x{height} image")
 
@@ -62,20 +57,13 @@ def _check_bmp(image: ImageFile.ImageFile) -> None:
 
 @dataclass(frozen=True)
 class Format:
-    """An accepted format: the peak memory of its serving decode per pixel (bytes, measured at
-    8000x8000 by bench/decode_memory.py, its costliest kind), and the check of what its header
-    declares, run before any pixel is decoded."""
+    """An accepted format: its decode's peak bytes per pixel (bench/decode_memory.py) and its header's check."""
 
     bytes_per_pixel: float
     check: Callable[[ImageFile.ImageFile], None] | None = None
 
 
-# The formats we decode (Pillow's names). Each one's decoder is C and works in bounded steps. A
-# format costlier than resources.DECODE_BYTES_PER_PIXEL gets a proportionally smaller pixel cap,
-# so that no accepted image decodes to more than the cap times that. Left out: ICO and ICNS
-# (Pillow decodes their embedded images while opening them, before any check), JPEG 2000 and
-# AVIF (one long call holding the GIL, about 1 GB at 8000x8000), and everything else Pillow
-# reads. MPO, the multi-picture JPEG that cameras write, opens as JPEG.
+# The formats we decode, by Pillow's names (why these: docs/design.md); MPO opens as JPEG.
 ACCEPTED_FORMATS: dict[str, Format] = {
     "JPEG": Format(6),  # progressive: libjpeg holds every coefficient; a baseline JPEG decodes scaled down
     "PNG": Format(4),
@@ -88,8 +76,7 @@ ACCEPTED_FORMATS: dict[str, Format] = {
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """What the model expects: saved with the model (model.json), read back by the server, so a
-    model keeps the preprocessing it was trained with."""
+    """The preprocessing a model was trained with, saved in its model.json."""
 
     image_size: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -135,14 +122,9 @@ def _format_of(prefix: bytes) -> str | None:
     return None
 
 
-def open_image(source: bytes | Path, max_pixels: int, formats: Sequence[str] = tuple(ACCEPTED_FORMATS)) -> ImageFile.ImageFile:
-    """Open an image in one of ``formats`` (a subset of ACCEPTED_FORMATS) and check its header
-    only: no pixel is decoded yet.
-
-    Refuses what would cost more memory than its pixel count says: more than ``max_pixels``, or
-    what the format's own check in ACCEPTED_FORMATS refuses. Bytes of another format are never
-    handed to its decoder: UnsupportedFormat names what they are.
-    """
+def open_image(source: bytes | Path, max_pixels: int, formats: Sequence[str] | None = None) -> ImageFile.ImageFile:
+    """Open an image in one of ``formats`` (None: all accepted), check its header; no pixel is decoded yet."""
+    formats = formats or tuple(ACCEPTED_FORMATS)
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source,
                            formats=[f for f in formats if f in ACCEPTED_FORMATS])
@@ -183,13 +165,8 @@ def _check_header(image: ImageFile.ImageFile, max_pixels: int) -> None:
 
 
 def decode_image(source: bytes | Path, min_side: int, max_pixels: int,
-                 formats: Sequence[str] = tuple(ACCEPTED_FORMATS)) -> Image.Image:
-    """Decode image bytes or a file in one of ``formats`` into an upright RGB image.
-
-    ``min_side`` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while keeping
-    both sides at least that long; ``max_pixels`` refuses decompression bombs
-    before any pixel is decoded.
-    """
+                 formats: Sequence[str] | None = None) -> Image.Image:
+    """Image bytes or a file -> an upright RGB image, JPEG decoded scaled down while both sides stay >= ``min_side``."""
     with open_image(source, max_pixels, formats) as image:
         try:
             image.draft("RGB", (min_side, min_side))
@@ -200,14 +177,8 @@ def decode_image(source: bytes | Path, min_side: int, max_pixels: int,
 
 
 def decode_for_eval(source: bytes, spec: ImageSpec, max_pixels: int,
-                    formats: Sequence[str] = tuple(ACCEPTED_FORMATS)) -> torch.Tensor:
-    """Image bytes -> the evaluation crop (uint8 CHW), as ``eval_preprocess(decode_image(...))``
-    computes it, but touching only the pixels that crop uses.
-
-    After the decode itself, every step allocates only the centre square, reduced by an integer
-    factor while it stays at least twice the crop: a 300,000x1 strip costs a few pixels, not a
-    resize to 256 px on its short side. Peak memory is the decoded image plus that square.
-    """
+                    formats: Sequence[str] | None = None) -> torch.Tensor:
+    """``eval_preprocess(decode_image(...))``, allocating only the centre square after the decode (docs/serving.md)."""
     with open_image(source, max_pixels, formats) as image:
         try:
             image.draft("RGB", (spec.resize_size, spec.resize_size))
@@ -236,8 +207,7 @@ def _reducible(image: Image.Image) -> Image.Image:
 
 
 def _center_square(image: Image.Image, spec: ImageSpec) -> tuple[Image.Image, float]:
-    """The region of ``image`` the centre crop covers (whole rows and columns, symmetric), reduced
-    while it stays at least twice the crop; returns it with the crop's side in its pixels."""
+    """The region the centre crop covers, reduced while it stays twice the crop, and the crop's side in it."""
     width, height = image.size
     side = _crop_side(width, height, spec)
     left, top = math.floor((width - side) / 2), math.floor((height - side) / 2)
@@ -246,11 +216,7 @@ def _center_square(image: Image.Image, spec: ImageSpec) -> tuple[Image.Image, fl
 
 
 def _reduce_in_bands(image: Image.Image, factor: int, box: tuple[int, int, int, int]) -> Image.Image:
-    """``image.reduce(factor, box)``, one band of rows (a multiple of ``factor``, about
-    BAND_PIXELS) at a time, so that what it allocates besides the result is one band: Pillow's
-    reduce converts a whole RGBA image to premultiplied alpha first, and modes it cannot reduce
-    must be converted. Each output pixel averages one factor x factor block, so bands give the
-    same result."""
+    """``image.reduce(factor, box)``, converting and reducing one band of about BAND_PIXELS rows at a time."""
     left, top, right, bottom = box
     rows = factor * max(1, BAND_PIXELS // ((right - left) * factor))
     bands = [_reducible(image.crop((left, y, right, min(y + rows, bottom)))).reduce(factor)
@@ -272,18 +238,12 @@ def resize_shorter_side(image: Image.Image, size: int) -> torch.Tensor:
 
 
 def eval_preprocess(image: Image.Image, spec: ImageSpec, side: float | None = None) -> torch.Tensor:
-    """The evaluation/serving transform: resize the shorter side to resize_size, center crop
-    image_size; uint8 CHW. Done as one resize of the centre square (of ``side`` pixels, by
-    default the one that transform keeps) straight to the crop, so only the crop is allocated.
-
-    The pixel work happens in Pillow and the result is a view of its buffer, so no torch
-    kernel (and no OpenMP thread team) runs in the calling thread.
-    """
+    """Resize the shorter side to resize_size and centre-crop image_size (uint8 CHW), as one resize in Pillow."""
     width, height = image.size
     side = side or _crop_side(width, height, spec)
     left, top = (width - side) / 2, (height - side) / 2
-    crop = image.resize((spec.image_size,) * 2, Image.Resampling[spec.interpolation.upper()], box=(left, top, left + side, top + side))
-    return F.pil_to_tensor(crop)
+    box = (left, top, left + side, top + side)
+    return F.pil_to_tensor(image.resize((spec.image_size,) * 2, Image.Resampling[spec.interpolation.upper()], box=box))
 
 
 def normalize(
@@ -300,8 +260,7 @@ def normalize(
 
 @functools.lru_cache(maxsize=8)
 def _scaled_mean_std(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Built once per device, not copied to it on every batch; ordinary tensors even when first
-    asked for under inference mode, so training can use them too."""
+    """Once per device; ordinary tensors even when first asked for under inference mode, so training can use them."""
     with torch.inference_mode(False):
         return (torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255,
                 torch.tensor(std, device=device).view(1, 3, 1, 1) * 255)

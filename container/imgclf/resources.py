@@ -1,10 +1,4 @@
-"""What the container may use, read once when ``serve`` starts, and the decoding that fits in it.
-
-The memory limit is the cgroup's (v2 ``memory.max``, v1 ``memory/memory.limit_in_bytes``), the CPU
-count its quota (v2 ``cpu.max``, v1 ``cpu/cpu.cfs_quota_us`` over ``cpu.cfs_period_us``), each
-bounded by the machine's own memory and by the CPUs this process may run on: ``docker run
---cpus 2`` on a 48-core host is 2 CPUs, not 48. No torch here: ``imgclf.config`` imports it.
-"""
+"""The memory and CPUs the container may use (its cgroup's limits), and the decoding that fits (no torch here)."""
 
 from __future__ import annotations
 
@@ -15,12 +9,9 @@ from pathlib import Path
 
 CGROUP = Path("/sys/fs/cgroup")
 
-# Measured (bench/decode_memory.py; the image under load: tests/test_decode.py; docs: serving limits):
-# what one decode may hold per pixel of the cap (a progressive 4:4:4 JPEG, the costliest accepted
-# image at that cap: preprocess.ACCEPTED_FORMATS gives costlier formats fewer pixels),
+# The memory envelope's measured terms (docs/serving.md): one decode's bytes per pixel of the cap,
+# the runtime of serve, nginx and the first worker, and each worker's share besides its model.
 DECODE_BYTES_PER_PIXEL = 6
-# serve, nginx and the first worker's runtime, torch included, and each worker's own share besides its model
-# (activations, allocator slack, OpenVINO's libraries and compiled model).
 RUNTIME_BYTES = 550_000_000
 WORKER_BYTES = 250_000_000
 MIN_IMAGE_PIXELS = 4_000_000  # below this the envelope does not fit: serve warns and keeps this cap

@@ -92,12 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         for status in statuses:
             print(f"SageMaker rule {status['RuleConfigurationName']}: {status['RuleEvaluationStatus']}")
     if not path.startswith("s3://") and not (Path(path) / "collections").is_dir():
-        print(f"error: no Debugger output under {path} (smdebug would wait for it forever)", file=sys.stderr)
-        return 1
+        raise LaunchError(f"no Debugger output under {path} (smdebug would wait for it forever)")
     trial = create_trial(path)  # on S3 it waits for a running job's first tensors
     if not trial.steps():
-        print(f"error: no steps saved under {path}", file=sys.stderr)
-        return 1
+        raise LaunchError(f"no steps saved under {path}")
     losses, gradients = read_trial(trial)
     outcomes = judge(trial)
     for outcome in outcomes:

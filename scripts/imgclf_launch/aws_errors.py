@@ -1,15 +1,5 @@
-"""AWS, transport and job failures turned into one line for the user, and the boundary every
-launcher's ``main`` runs inside (``one_line_errors``): an error explained here ends the launcher with
-``error: ...`` on stderr and exit status 1, no traceback; anything else is a bug and keeps its
-traceback.
-
-AWS errors are told apart by their code (botocore ``ClientError.response["Error"]["Code"]``):
-botocore's SageMaker service model lists CreateTrainingJob's own errors as ResourceInUse,
-ResourceLimitExceeded and ResourceNotFound; ValidationException and AccessDeniedException are the
-common errors every AWS API may return (AWS API reference, "Common Errors"). A refused Debugger
-setting (Debugger is closed to new customers since 2026-07-30) comes back as one of those two; AWS
-documents no code of its own for it.
-"""
+"""AWS, transport and job failures as one line for the user, and the boundary every launcher's
+``main`` runs inside (``one_line_errors``): those end in ``error: ...``, exit status 1; a bug keeps its traceback."""
 
 from __future__ import annotations
 
@@ -46,10 +36,7 @@ def explain(error: ClientError, with_debugger: bool = False) -> str:
 
 
 def job_failures() -> tuple[type[Exception], ...]:
-    """The installed SDK's exceptions for a job or resource that ended badly (Failed, Stopped, a wait
-    that timed out): 2.x's UnexpectedStatusException; sagemaker-core's SageMakerCoreError, whose
-    subclasses are FailedStatusError, DeleteFailedStatusError, TimeoutExceededError and the config
-    loading errors. Imported here, not at the top: only one SDK is installed."""
+    """The installed SDK's exceptions for a job or resource that ended badly (failed, stopped, timed out)."""
     from .backends import sdk_major
 
     try:
@@ -66,8 +53,7 @@ def job_failures() -> tuple[type[Exception], ...]:
 
 
 def config_errors() -> tuple[type[Exception], ...]:
-    """How both SDKs refuse a config file that breaks their schema (load_sagemaker_config validates
-    it with jsonschema, one of their dependencies)."""
+    """How both SDKs refuse a config file that breaks their schema (jsonschema's)."""
     try:
         from jsonschema.exceptions import ValidationError
     except ImportError:
@@ -91,9 +77,7 @@ def one_line(error: Exception) -> str | None:
 
 
 class TroubleshootingLines(logging.Filter):
-    """SDK 2.x logs "Please check the troubleshooting guide ..." on its ``sagemaker`` logger before it
-    re-raises an AWS error: held back, and let through only if an error follows that gets no line of
-    ours (a bug)."""
+    """2.x's "Please check the troubleshooting guide" log lines, held back unless a bug follows."""
 
     def __init__(self):
         super().__init__()
@@ -117,8 +101,7 @@ class TroubleshootingLines(logging.Filter):
 
 
 def one_line_errors(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
-    """The launchers' error boundary: wraps a launcher's ``main`` (the console command and
-    ``python scripts/NAME.py`` both call it)."""
+    """The launchers' error boundary around a launcher's ``main``."""
     @functools.wraps(main)
     def bounded(argv: list[str] | None = None) -> int:
         with TroubleshootingLines():

@@ -14,17 +14,14 @@ from .jobs import Collection, CustomRule, Debugger
 # The custom rules' source: imgclf/rules.py is self-contained (smdebug only).
 RULES_SOURCE = Path(find_spec("imgclf.rules").origin)
 
-# Save intervals in steps. The built-in rules default to 500, which saves one or two values in a
-# job of this size (about 100 steps an epoch at batch 64). relu_input (the name PoorWeightInitialization's
-# configuration reads) holds the arch's activation inputs (imgclf.archs).
+# Save intervals in steps (docs/observability.md); relu_input holds the arch's activation inputs (imgclf.archs).
 COLLECTIONS = (Collection("losses", 10), Collection("gradients", 20), Collection("relu_input", 50),
                Collection("weights", 50))
-# (rule, the collection it reads): PoorWeightInitialization reads relu_input.
+# (rule, the collection it reads)
 BUILTIN_RULES = (("LossNotDecreasing", "losses"), ("VanishingGradient", "gradients"), ("Overfit", None),
                  ("Overtraining", None), ("PoorWeightInitialization", "relu_input"))
 PROFILER_RULES = ("ProfilerReport", "LowGPUUtilization")
-# Our own rules from imgclf/rules.py: (rule, collection, parameters). LossNotDecreasing's window of
-# 5 saved values is 50 steps.
+# Our own rules from imgclf/rules.py: (rule, collection, parameters); a window of 5 saved losses is 50 steps.
 CUSTOM_RULES = (("LossNotDecreasing", "losses", {"window": "5"}), ("VanishingGradient", "gradients", {}))
 
 
@@ -35,8 +32,7 @@ def settings(output_path: str | None, custom_rule_image: str | None, rules_sourc
     collections = tuple(replace(c, include_regex=ARCHS[arch].activations) if c.name == "relu_input" else c
                         for c in COLLECTIONS)
     return Debugger(s3_output_path=f"{output_path}/debug" if output_path else None, collections=collections,
-                    builtin_rules=BUILTIN_RULES, custom_rules=custom, profiler_rules=PROFILER_RULES,
-                    profiler_interval_ms=500)
+                    builtin_rules=BUILTIN_RULES, custom_rules=custom, profiler_rules=PROFILER_RULES)
 
 
 def rule_config_function(rule: str) -> str:

@@ -7,15 +7,8 @@
     python scripts/deploy.py --delete --endpoint dogs
     python scripts/deploy.py ... --dry-run      # print every request (CreateModel ... PutScalingPolicy), send none
 
-On GPU instance types the endpoint config asks for an inference AMI whose NVIDIA driver runs the
-image's CUDA 13.0 torch (InferenceAmiVersion, see flags.INFERENCE_AMI_VERSIONS); on CPU types none.
-
---async makes an asynchronous endpoint (AsyncInferenceConfig): requests wait in SageMaker's queue,
-payloads up to 1 GB come from S3 and answers go to the given S3 prefix, each may take up to an hour
-(InvokeEndpointAsync's InvocationTimeoutSeconds, at most 3,600); the container's own body limit and
-deadline are raised to match (ASYNC_ENVIRONMENT). --serverless makes a serverless endpoint
-(ProductionVariantServerlessConfig): CPU only, 4 MB payloads, 60 s per request, no VPC or network
-isolation (AWS, "Serverless Inference"). --env sets any other variable of the container.
+GPU instance types get an inference AMI whose driver runs the image's CUDA 13.0 torch. Asynchronous
+and serverless endpoints, and what --async sets in the container: docs/launchers.md, "Hosting options".
 """
 
 from __future__ import annotations
@@ -25,7 +18,6 @@ import sys
 from dataclasses import replace
 
 from . import aws_errors, backends, flags, local_containers
-from .dryrun import DryRun
 from .jobs import Deployment, Serverless, Target
 
 # The container's body limit and deadline at an asynchronous endpoint's (1 GB payloads, one hour).
@@ -42,9 +34,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "up to N instances")
     parser.add_argument("--invocations-per-instance", type=flags.at_least(1), default=100,
                         help="per minute, the scaling target")
-    parser.add_argument("--inference-ami-version", default="auto",
-                        choices=("auto", "none", *flags.INFERENCE_AMI_VERSIONS),
-                        help=f"auto: {flags.INFERENCE_AMI_VERSIONS[0]} on GPU instance types, none on CPU types")
+    flags.add_ami_arg(parser, "--inference-ami-version", flags.INFERENCE_AMI_VERSIONS)
     flags.add_environment_arg(parser)
     parser.add_argument("--async", dest="async_output", metavar="S3_OUTPUT_PATH",
                         help="an asynchronous endpoint writing its answers under this s3:// prefix")
@@ -74,8 +64,7 @@ def checked(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def check_hosting(args: argparse.Namespace) -> None:
-    """Refuse what SageMaker or local mode cannot host: serverless is CPU only, sized by memory, and
-    scales itself; local mode has neither async nor serverless endpoints."""
+    """Refuse what SageMaker or local mode cannot host (docs/launchers.md, "Hosting options")."""
     if args.async_output:
         if args.local:
             raise flags.LaunchError("--async: the SDK's local mode has no asynchronous endpoints (drop --local)")
@@ -98,14 +87,13 @@ def check_hosting(args: argparse.Namespace) -> None:
 
 def deployment(args: argparse.Namespace, model_data: str, instance_type: str) -> Deployment:
     serverless = Serverless(args.memory_mb, args.max_concurrency) if args.serverless else None
+    ami = flags.ami_version(args.inference_ami_version, instance_type, flags.INFERENCE_AMI_VERSIONS)
     return Deployment(model_data=model_data, endpoint_name=args.endpoint, async_output=args.async_output,
-                      environment=args.environment, serverless=serverless,
-                      ami=None if serverless else flags.inference_ami_version(instance_type, args.inference_ami_version))
+                      environment=args.environment, serverless=serverless, ami=None if serverless else ami)
 
 
 def serve_locally(args: argparse.Namespace, target: Target) -> None:
-    """Local mode keeps its endpoint in this process: deploy, say so, and hold it until it is stopped
-    (Ctrl-C, SIGTERM, or deploy.py --delete --local from another shell), then clean up."""
+    """Deploy in local mode, which keeps the endpoint in this process, and hold it until it is stopped."""
     name = args.endpoint
     with local_containers.owned(name), local_containers.staged_model(args.model_data) as model_data:
         backend = backends.connect(target)
@@ -138,16 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     if target.local:
         serve_locally(args, target)
         return 0
-    dry_run = DryRun() if target.dry_run else None
-    backend = backends.connect(target, dry_run)
+    backend = backends.connect(target)
     if args.delete:
         backend.delete_endpoint(args.endpoint)
     else:
-        backend.deploy(deployment(args, backend.model_data_of(args.model_data), target.instance_type), wait=dry_run is None)
+        spec = deployment(args, backend.model_data_of(args.model_data), target.instance_type)
+        backend.deploy(spec, wait=not target.dry_run)
         if args.autoscale_max is not None:
             backend.autoscale(args.endpoint, target.instance_count, args.autoscale_max, args.invocations_per_instance)
-    if dry_run is not None:
-        dry_run.print()
+    if target.dry_run:
+        backend.dry_run.print()
     elif args.delete:
         print(f"deleted endpoint {args.endpoint}")
     else:

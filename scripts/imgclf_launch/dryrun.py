@@ -1,21 +1,14 @@
-"""Dry runs: every AWS request made through one boto3 session is recorded and answered, none sent.
-
-Captured at the boto3 session, not at an SDK client: sagemaker-core (3.x) makes its own clients
-from the session, and every client made from it afterwards inherits the session's handlers.
-"""
+"""Dry runs: every AWS request made through one boto3 session is recorded and answered, none sent;
+placeholders stand where the values a launcher reads back would be."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 
-from .fake_answers import answer_for
-
-
-# Static credentials for everything a dry run makes: no credential lookup, so no request to the EC2
-# instance metadata service (IMDS, 169.254.169.254) and no credential_process program.
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "dry-run", "AWS_SECRET_ACCESS_KEY": "dry-run"}
 
 
@@ -38,20 +31,45 @@ def printable(value):
     return str(value)
 
 
+def placeholders(noun: str, name: str) -> dict:
+    """The fields a launcher reads from a resource it did not create in this run."""
+    return {
+        "TrainingJob": {"ModelArtifacts": {"S3ModelArtifacts": f"<S3ModelArtifacts of {name}>"}},
+        "Endpoint": {"EndpointConfigName": f"<EndpointConfigName of {name}>"},
+        "EndpointConfig": {"ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": f"<ModelName in {name}>"}]},
+    }.get(noun, {})
+
+
+def arn(noun: str, name: str) -> str:
+    kebab = re.sub(r"(?<!^)(?=[A-Z])", "-", noun).lower()
+    return f"arn:aws:sagemaker:us-east-1:000000000000:{kebab}/{name.lower()}"
+
+
+def answer_for(operation: str, params: dict) -> dict:
+    """The reply to one request."""
+    if operation == "InvokeEndpoint":
+        from botocore.response import StreamingBody
+
+        body = b'{"predictions": [[]]}'
+        return {"ContentType": "application/json", "Body": StreamingBody(io.BytesIO(body), len(body))}
+    if operation.startswith("Describe"):
+        noun = operation.removeprefix("Describe")
+        return placeholders(noun, params.get(f"{noun}Name", ""))
+    if operation.startswith("Create"):
+        noun = operation.removeprefix("Create")
+        return {f"{noun}Arn": arn(noun, params.get(f"{noun}Name", "dry-run"))}
+    return {"PolicyARN": "arn:aws:autoscaling:dry-run", "ScalableTargetARN": "arn:aws:application-autoscaling:dry-run"}
+
+
 @dataclass
 class DryRun:
-    """Records every AWS request made through a boto3 session and sends none: botocore's before-call
-    answer skips the HTTP request, and a before-send hook fails any request that gets further."""
+    """Records and answers every request made through a boto3 session (before-call); before-send refuses."""
 
     requests: list[tuple[str, str, dict]] = field(default_factory=list)
 
     def session(self, region: str):
-        """A boto3 session with static dummy credentials and the dry run attached. The sessions the SDK
-        makes of its own (2.x makes one when imported, sagemaker/jumpstart/constants.py
-        DEFAULT_JUMPSTART_SAGEMAKER_SESSION, whose clients look up credentials) get the same
-        credentials from the environment, which botocore's credential chain reads first, and may not
-        ask IMDS (AWS_EC2_METADATA_DISABLED): set before the SDK is imported. No profile is read
-        (AWS_PROFILE): what it would hold is not sent, and one that does not exist fails every session."""
+        """A boto3 session with the dry run attached; dummy credentials and no profile or IMDS, for the
+        SDK's own sessions too (docs/launchers.md, "Dry runs")."""
         import boto3
 
         for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
@@ -74,17 +92,13 @@ class DryRun:
     def _answer(self, model, params, **_) -> tuple:
         from botocore.awsrequest import AWSResponse
 
-        recorded = self.requests[-1][2] if self.requests else {}
-        response = answer_for(model.name, recorded, self.requests[:-1])
+        response = answer_for(model.name, self.requests[-1][2] if self.requests else {})
         response["ResponseMetadata"] = {"HTTPStatusCode": 200}
         return AWSResponse("https://dry-run.invalid", 200, {}, None), response
 
     def _refuse(self, event_name: str = "", **_) -> None:
         raise DryRunLeak(f"dry run: {event_name} was about to send a request; refused")
 
-    def text(self) -> str:
-        return "".join(f"--- {service} {operation} (not sent)\n{json.dumps(params, indent=1)}\n"
-                       for service, operation, params in self.requests)
-
     def print(self) -> None:
-        print(self.text(), end="")
+        for service, operation, params in self.requests:
+            print(f"--- {service} {operation} (not sent)\n{json.dumps(params, indent=1)}")

@@ -11,18 +11,11 @@ from imgclf.hyperparameters import TRAINING_JOB_NAME
 
 from .jobs import Target
 
-# Instance families with NVIDIA GPUs: ml.g4dn, g5, g6, g6e, p3, p4d, p5, ... (CPU, Inferentia and
-# Trainium families start with other letters).
-GPU_INSTANCE = re.compile(r"^ml\.[gp]\d")
-# ProductionVariant.InferenceAmiVersion (botocore 1.43 service model, enum
-# ProductionVariantInferenceAmiVersion): the -4-1 AMI has driver 580 / CUDA 13.0, which runs the
-# image's CUDA 13.0 torch natively; -3-1 (550) and -2-1 (535) need the forward-compatibility
-# libraries the image enables itself. Without any, g4dn/g5/p3/p4d endpoints get driver 470.
+GPU_INSTANCE = re.compile(r"^ml\.[gp]\d")  # ml.g4dn, g5, g6, p3, p4d, p5, ...: NVIDIA GPUs
+# The AMIs the flags offer, the default for GPU instance types first (docs/launchers.md, "GPU drivers").
 INFERENCE_AMI_VERSIONS = ("al2023-ami-sagemaker-inference-gpu-4-1", "al2-ami-sagemaker-inference-gpu-3-1",
                           "al2-ami-sagemaker-inference-gpu-2-1", "al2-ami-sagemaker-inference-gpu-2")
-# TransformResources.TransformAmiVersion: al2-ami-sagemaker-batch-gpu-470 (the default) or -535; only
-# R535 and later run CUDA 13 (through the forward-compatibility libraries).
-TRANSFORM_AMI_VERSION = "al2-ami-sagemaker-batch-gpu-535"
+TRANSFORM_AMI_VERSIONS = ("al2-ami-sagemaker-batch-gpu-535", "al2-ami-sagemaker-batch-gpu-470")
 LOCAL_ROLE = "arn:aws:iam::000000000000:role/local-mode"
 
 
@@ -33,9 +26,7 @@ class LaunchError(SystemExit):
         super().__init__(f"error: {message}")
 
 
-# The settings each launcher's actions need on SageMaker, declared once: a launcher's parser offers
-# the flags of its actions (add_settings), target_from asks for the action's own. --local fills in
-# the role and the region and needs no --output-path.
+# The settings each launcher's action needs on SageMaker (--local fills in the role and the region).
 TRAINING = ("--image-uri", "--role", "--region", "--data", "--output-path")
 NEEDS = {
     "train_debug": TRAINING,
@@ -53,11 +44,6 @@ SETTINGS = {
     "--data": (("IMGCLF_DATA",), "s3://BUCKET/PREFIX holding train/, valid/, test/ (or a local folder with --local)"),
     "--output-path": (("IMGCLF_OUTPUT_PATH",), "s3://BUCKET/PREFIX for what the jobs write (a local folder with --local)"),
 }
-# The API's minimum for each count (botocore's SageMaker service model: MaxRuntimeInSeconds,
-# MaxNumberOfTrainingJobs, MaxParallelTrainingJobs, TransformInstanceCount, ProductionVariant
-# InitialInstanceCount: min 1) is 1; TrainingInstanceCount allows 0 only for instance groups, and
-# MaxConcurrentTransforms / MaxPayloadInMB 0 mean "ask the container", which leaving the flag out
-# does already.
 MAX_PAYLOAD_MB = 100  # CreateTransformJob: "The value of MaxPayloadInMB cannot be greater than 100 MB"
 
 
@@ -90,8 +76,7 @@ def at_least(minimum: int, maximum: int | None = None):
 
 
 def add_settings(parser: argparse.ArgumentParser, launcher: str) -> None:
-    """The setting flags (with their environment defaults) that the launcher's actions need, and
-    --local and --dry-run."""
+    """The setting flags the launcher's actions need (with their environment defaults), --local, --dry-run."""
     for flag in offered(launcher):
         names, text = SETTINGS[flag]
         default = next((os.environ[name] for name in names if os.environ.get(name)), None)
@@ -121,8 +106,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
 
 
 def pretrained_channel(source: str | None, local: bool) -> dict[str, str]:
-    """The 'pretrained' channel (the container loads the arch's .pth from it): an S3 prefix, one S3
-    object (S3Prefix matches the key itself), or a local file or folder in local mode."""
+    """The 'pretrained' channel: an S3 prefix or object (S3Prefix matches the key), or locally a file or folder."""
     if not source:
         return {}
     if source.startswith("s3://"):
@@ -136,8 +120,7 @@ def pretrained_channel(source: str | None, local: bool) -> dict[str, str]:
     return {"pretrained": prefix_uri(str(path))}
 
 
-# CreateModel's PrimaryContainer.Environment (botocore's SageMaker service model: EnvironmentMap, at
-# most 100 entries; EnvironmentKey pattern below; EnvironmentValue at most 1,024 characters).
+# CreateModel's PrimaryContainer.Environment: botocore's EnvironmentMap, EnvironmentKey, EnvironmentValue.
 ENVIRONMENT_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 MAX_ENVIRONMENT, MAX_ENVIRONMENT_VALUE = 100, 1024
 
@@ -162,34 +145,29 @@ def environment(pairs: list[str], defaults: dict[str, str] | None = None) -> dic
     return variables
 
 
-def check_local_and_dry_run(local: bool, dry_run: bool) -> None:
-    if local and dry_run:
-        raise LaunchError("--dry-run shows SageMaker API requests; --local sends none (drop one of them)")
-
-
 def in_s3(flag: str, value: str, local: bool) -> None:
     """Data and outputs of work on SageMaker (a dry run shows that work) are in S3."""
     if not local and not value.startswith("s3://"):
         raise LaunchError(f"{flag} {value}: SageMaker reads and writes s3://BUCKET/PREFIX only (a local folder needs --local)")
 
 
-def check_sdk_config_files() -> None:
-    """The SDK's config-file overrides must name a file or folder that exists (or an s3:// object):
-    the SDK reports a missing one with a traceback."""
+def check_sdk_config_files(dry_run: bool) -> None:
+    """The SDK's config-file overrides name a file or folder that exists (the SDK has a traceback for a
+    missing one), or an s3:// object, which a dry run may not read."""
     for name in ("SAGEMAKER_ADMIN_CONFIG_OVERRIDE", "SAGEMAKER_USER_CONFIG_OVERRIDE"):
         path = os.environ.get(name, "")
+        if dry_run and path.startswith("s3://"):
+            raise LaunchError("dry run: your SageMaker SDK config is in S3 and reading it would send a request")
         if path and not path.startswith("s3://") and not Path(path).exists():
             raise LaunchError(f"{name}={path}: no such file or folder (the SageMaker SDK config to load)")
 
 
 def check_region(region: str) -> None:
-    """A region botocore's endpoint data knows SageMaker in (no request): for any other the SDKs fail
-    with a traceback (their Debugger rule image lookup) or the request goes to a host that is not there."""
+    """A region botocore's endpoint data knows SageMaker in (no request; the SDKs fail with a traceback)."""
     from botocore.loaders import create_loader
     from botocore.regions import EndpointResolver
 
-    # botocore's endpoint data read directly: a boto3 Session would read the user's profile first
-    # (AWS_PROFILE naming no profile fails it), which a dry run must not depend on.
+    # Not from a boto3 Session, which would read the user's profile (a missing one fails it).
     resolver = EndpointResolver(create_loader().load_data("endpoints"))
     known = {name for partition in resolver.get_available_partitions()
              for name in resolver.get_available_endpoints("api.sagemaker", partition)}  # SageMaker's endpoint prefix
@@ -200,8 +178,9 @@ def check_region(region: str) -> None:
 
 def target_from(args: argparse.Namespace, action: str) -> Target:
     """Check the settings ``action`` needs (a key of NEEDS); one clear line for what is missing or wrong."""
-    check_local_and_dry_run(args.local, args.dry_run)
-    check_sdk_config_files()
+    if args.local and args.dry_run:
+        raise LaunchError("--dry-run shows SageMaker API requests; --local sends none (drop one of them)")
+    check_sdk_config_files(args.dry_run)
     values = {flag: getattr(args, dest(flag), None) for flag in offered(launcher_of(action))}
     if args.local:
         values["--role"] = values.get("--role") or LOCAL_ROLE
@@ -227,8 +206,7 @@ def target_from(args: argparse.Namespace, action: str) -> Target:
 
 
 def model_data(source: str, local: bool) -> str:
-    """--model-data: s3://.../model.tar.gz, file://... with --local, or a training job name (its
-    TrainingJobName pattern in botocore's SageMaker service model)."""
+    """--model-data: s3://.../model.tar.gz, file://... with --local, or a training job name."""
     if source.startswith("s3://") or (local and source.startswith("file://")):
         return source
     if source.startswith("file://"):
@@ -240,8 +218,7 @@ def model_data(source: str, local: bool) -> str:
 
 
 def prefix_uri(location: str) -> str:
-    """An S3 prefix ending in "/" (s3://b/dogs/valid would also match dogs/validation/...), or a
-    local folder as file://."""
+    """An S3 prefix ending in "/" (s3://b/dogs/valid would also match dogs/validation/), or a file:// folder."""
     if location.startswith("s3://"):
         return location.rstrip("/") + "/"
     return "file://" + str(Path(location.removeprefix("file://")).resolve())
@@ -253,14 +230,13 @@ def channels(data: str) -> dict[str, str]:
     return {name: prefix_uri(f"{base}/{name}") for name in ("train", "valid", "test")}
 
 
-def inference_ami_version(instance_type: str, choice: str = "auto") -> str | None:
-    """The AMI for a real-time endpoint: none on CPU types and local mode, else the newest one."""
-    if choice != "auto":
-        return None if choice == "none" else choice
-    return INFERENCE_AMI_VERSIONS[0] if GPU_INSTANCE.match(instance_type) else None
+def add_ami_arg(parser: argparse.ArgumentParser, flag: str, versions: tuple[str, ...]) -> None:
+    parser.add_argument(flag, default="auto", choices=("auto", "none", *versions),
+                        help=f"auto: {versions[0]} on GPU instance types, none on CPU types")
 
 
-def transform_ami_version(instance_type: str, choice: str = "auto") -> str | None:
+def ami_version(choice: str, instance_type: str, versions: tuple[str, ...]) -> str | None:
+    """An AMI flag's value: auto is the first of ``versions`` on GPU instance types, else none."""
     if choice != "auto":
         return None if choice == "none" else choice
-    return TRANSFORM_AMI_VERSION if GPU_INSTANCE.match(instance_type) else None
+    return versions[0] if GPU_INSTANCE.match(instance_type) else None

@@ -1,7 +1,5 @@
-"""The hyperparameters the launchers send, checked on the laptop with the container's own parser.
-
-Only values that differ from the container's defaults (imgclf.hyperparameters.Hyperparameters) are sent.
-"""
+"""The hyperparameters the launchers send (only what differs from the container's defaults), checked
+on the laptop with the container's own parser."""
 
 from __future__ import annotations
 
@@ -21,8 +19,7 @@ SEARCH_SPACE = SearchSpace(
 
 
 def checked(hyperparameters: Mapping[str, object]) -> dict[str, str]:
-    """Every value as the string SageMaker passes on, refused here in one line if the container
-    would refuse it (unknown name, bad value)."""
+    """Every value as the string SageMaker passes on; one line for what the container would refuse."""
     strings = {name: str(value) for name, value in hyperparameters.items()}
     try:
         parse_hyperparameters([item for name, value in strings.items() for item in (f"--{name}", value)])
@@ -32,8 +29,7 @@ def checked(hyperparameters: Mapping[str, object]) -> dict[str, str]:
 
 
 def with_defaults(defaults: Mapping[str, object], given: Mapping[str, object]) -> dict[str, object]:
-    """``given`` over a launcher's ``defaults``, names compared as the container compares them (dashes
-    or underscores): {"batch_size": 64} replaces the default batch-size, in the spelling given."""
+    """``given`` over ``defaults``, names compared as the container compares them (batch_size is batch-size)."""
     def same(name: str) -> str:
         return name.replace("_", "-")
 

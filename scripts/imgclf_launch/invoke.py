@@ -3,9 +3,6 @@
     python scripts/invoke.py dog.jpg --endpoint dogs --top-k 3
     python scripts/invoke.py dog.jpg --endpoint dogs --local         # an endpoint deployed with --local
     python scripts/invoke.py dog.jpg --endpoint dogs --dry-run       # print the InvokeEndpoint request only
-
-Sends InvokeEndpoint through the installed SDK (2.x: its Predictor; 3.x: sagemaker-core's
-Endpoint.invoke), over boto3's sagemaker-runtime client, or local mode's own client with --local. A failure (no such endpoint, nothing listening, a 4xx from the model) is one line.
 """
 
 from __future__ import annotations
@@ -16,7 +13,6 @@ import sys
 from pathlib import Path
 
 from . import aws_errors, backends, flags
-from .dryrun import DryRun
 
 TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
          ".bmp": "image/bmp", ".gif": "image/gif", ".tif": "image/tiff", ".tiff": "image/tiff"}
@@ -36,11 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         raise flags.LaunchError(f"cannot read {args.image}: {e.strerror}") from None
     content_type = TYPES.get(args.image.suffix.lower(), "application/x-image")
-    dry_run = DryRun() if args.dry_run else None
-    backend = backends.connect(target, dry_run)
+    backend = backends.connect(target)
     answer = predict(backend, args.endpoint, body, content_type, args.top_k)
-    if dry_run is not None:
-        dry_run.print()
+    if target.dry_run:
+        backend.dry_run.print()
         return 0
     for rank, guess in enumerate(answer["predictions"][0], 1):
         print(f"{rank}. {guess['label']}  {guess['probability']:.3f}")

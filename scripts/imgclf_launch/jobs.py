@@ -1,8 +1,4 @@
-"""What the launchers ask a backend for, in our own terms: no SDK object crosses this line.
-
-The backends (``backends.sdk2``, ``backends.sdk3``) turn these into SageMaker API requests through
-the installed SDK and return plain values.
-"""
+"""What the launchers ask a backend for, in our own terms: no SDK object crosses this line."""
 
 from __future__ import annotations
 
@@ -79,8 +75,7 @@ class TrainingJob:
 
 @dataclass(frozen=True, kw_only=True)
 class SearchSpace:
-    """Tuning ranges: continuous name -> (min, max, scaling), integer name -> (min, max),
-    categorical name -> values."""
+    """Tuning ranges: name -> (min, max, scaling), (min, max) or categorical values."""
 
     continuous: dict[str, tuple[float, float, str]]
     integer: dict[str, tuple[int, int]]
@@ -109,8 +104,7 @@ class TuningResult:
 
 @dataclass(frozen=True)
 class Serverless:
-    """ProductionVariantServerlessConfig: memory (1024-6144 MB, which also sets the vCPUs) and
-    requests served at once."""
+    """ProductionVariantServerlessConfig: memory (1024-6144 MB; sets the vCPUs) and requests at once."""
 
     memory_mb: int
     max_concurrency: int

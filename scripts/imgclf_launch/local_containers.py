@@ -1,12 +1,5 @@
-"""The serving containers of the SDK's local mode on this machine, through the docker CLI.
-
-Local mode (both SDKs: docker-compose, sagemaker/local/image.py) publishes every local endpoint
-and transform on host port 8080, keeps its endpoints in the memory of the process that made them,
-and unpacks a file:// model tarball next to the tarball. So the launchers tag each serving
-container they start with LOCAL_NAME in its environment, refuse to start while something holds
-the port (a leftover would answer the new job's requests with its own model), stop their
-containers when they end or get SIGTERM, and stage local tarballs in a temporary folder.
-"""
+"""The serving containers of the SDK's local mode on this machine, through the docker CLI
+(docs/launchers.md, "Local endpoints from the shell")."""
 
 from __future__ import annotations
 
@@ -41,8 +34,7 @@ def docker(*args: str) -> str:
 
 
 def containers(publishing: int | None = PORT, name: str | None = None) -> list[dict[str, str]]:
-    """Running containers that publish ``publishing`` and/or carry LOCAL_NAME=``name``: id, name,
-    image and their LOCAL_NAME (empty if none)."""
+    """Running containers that publish ``publishing`` and/or carry LOCAL_NAME=``name``, with their owner."""
     filters = ["--filter", f"publish={publishing}"] if publishing else []
     filters += ["--filter", "label=com.docker.compose.service"] if name else []
     found = []
@@ -85,15 +77,13 @@ def _raise_stopped(signum: int, _frame) -> None:
 
 
 def _one_line(args: threading.ExceptHookArgs) -> None:
-    """Local mode's docker-compose thread raises when its compose process ends (the container
-    stopped, or the SDK's cleanup terminated it): one line, not a thread traceback."""
+    """Local mode's compose thread raises when its container stops: one line, not a thread traceback."""
     print(f"local mode: {args.exc_value}", file=sys.stderr)
 
 
 @contextmanager
 def owned(name: str) -> Iterator[None]:
-    """Run a local job whose serving containers carry LOCAL_NAME=``name``: the port checked first;
-    on leaving (normally, by an error, Ctrl-C, SIGTERM or SIGHUP) its containers are stopped."""
+    """Run local job ``name`` on a free port; its containers are stopped however it ends (SIGTERM, SIGHUP too)."""
     check_port_free()
     previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM, signal.SIGHUP)}
     hook, threading.excepthook = threading.excepthook, _one_line
@@ -109,8 +99,7 @@ def owned(name: str) -> Iterator[None]:
 
 
 def hold(name: str, poll_seconds: float = 2.0) -> str:
-    """Keep this process (the one local mode's endpoint lives in) until its container is gone:
-    stopped from another shell (deploy.py --delete --local), Ctrl-C, SIGTERM or SIGHUP. Returns why."""
+    """Keep this process, which holds local mode's endpoint, until its container is gone; returns why."""
     try:
         while containers(publishing=None, name=name):
             time.sleep(poll_seconds)
@@ -121,8 +110,7 @@ def hold(name: str, poll_seconds: float = 2.0) -> str:
 
 @contextmanager
 def staged_model(model_data: str) -> Iterator[str]:
-    """A file:// model tarball copied into a temporary folder (local mode unpacks it beside itself
-    and mounts that folder as /opt/ml/model); anything else as it is."""
+    """A file:// model tarball copied into a temporary folder (local mode unpacks it beside itself)."""
     path = Path(model_data.removeprefix("file://"))
     if not model_data.startswith("file://") or not path.is_file():
         yield model_data

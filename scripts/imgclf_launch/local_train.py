@@ -1,9 +1,4 @@
-"""Run the container's ``train`` outside docker, the way SageMaker runs it inside.
-
-Lays out a folder like /opt/ml (the config files SageMaker writes, one folder per
-channel, empty model/ and output/), then runs sagemaker-training's ``train`` with
-SAGEMAKER_BASE_DIR pointing at it and the entry point taken from container/program, as the
-image takes it from IMGCLF_PROGRAM_DIR:
+"""Run the container's ``train`` outside docker, in a folder laid out like SageMaker's /opt/ml.
 
     python scripts/local_train.py --data local_test/data --base build/demo \\
         --hyperparameters local_test/test_dir/input/config/hyperparameters.json epochs=2
@@ -27,8 +22,7 @@ PROGRAM = "train_program.py"  # the image sets SAGEMAKER_PROGRAM to the same nam
 
 
 def layout(base: Path, channels: Mapping[str, Path], hyperparameters: Mapping[str, object]) -> None:
-    """Write base/{input/config,input/data,model,output} as SageMaker would (every hyperparameter a
-    string). Like a new SageMaker job, it starts with empty model/ and output/ but keeps checkpoints/."""
+    """Write base/{input/config,input/data,model,output} as SageMaker would; checkpoints/ is kept."""
     for stale in ("input", "code", "model", "output"):
         shutil.rmtree(base / stale, ignore_errors=True)
     config, data = base / "input" / "config", base / "input" / "data"

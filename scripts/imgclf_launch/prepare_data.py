@@ -4,11 +4,7 @@
     python scripts/prepare_data.py --bucket BUCKET --prefix mine --source path/to/tree_or.zip
     python scripts/prepare_data.py --bucket BUCKET --prefix weights --weights resnet50   # ImageNet weights, once
 
---weights stages torchvision's ImageNet weights for an arch (or a given URL or .pth file) in S3,
-for the launchers' --pretrained: jobs under network isolation (EnableNetworkIsolation, or a VPC
-without a route out) cannot download them. Uploads use boto3's managed transfer (multipart for large files) and skip objects already in S3
-with the same size, so a rerun finishes what an interrupted one started. Prints the --data value
-for tune.py and train_debug.py.
+A rerun skips what S3 already has; prints the --data (or --pretrained) value for the launchers.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """Push the image to Amazon ECR with boto3 (no AWS CLI): the repository is created if missing, docker
-logs in with ECR's authorization token, and IMAGE:TAG goes up as :TAG and :GIT_SHA.
+logs in with ECR's token, and IMAGE:TAG goes up as :TAG and :GIT_SHA.
 
     python -m imgclf_launch.push imgclf latest 1a2b3c4      (make push)
-
-The region comes from --region, AWS_REGION or your AWS config; ECR's GetAuthorizationToken answers
-base64("AWS:password") and the account's registry address, https://ACCOUNT.dkr.ecr.REGION.amazonaws.com.
 """
 
 from __future__ import annotations

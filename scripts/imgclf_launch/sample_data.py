@@ -2,8 +2,8 @@
 
     python scripts/make_sample_data.py local_test/data
 
-gives train/, valid/ and test/ folders, one class folder per digit
-(``001.zero`` ... ``010.nine``), the layout of the dog-breed dataset. No internet needed.
+gives train/, valid/ and test/ folders, one class folder per digit (``001.zero`` ... ``010.nine``),
+the layout of the dog-breed dataset. No internet needed.
 """
 
 from __future__ import annotations

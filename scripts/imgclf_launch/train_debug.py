@@ -4,17 +4,8 @@
         --hyperparameters best_hyperparameters.json
     python scripts/train_debug.py ... --dry-run      # print the CreateTrainingJob request only
 
-Hooks losses, weights, gradients and relu_input (which PoorWeightInitialization reads); rules:
-LossNotDecreasing, VanishingGradient, Overfit, Overtraining, PoorWeightInitialization, and the
-profiler's ProfilerReport and LowGPUUtilization. With --custom-rule-image (the
-sagemaker-debugger-rule-evaluator image of your region, listed in the AWS docs under "Amazon
-SageMaker Debugger image URIs for custom rule evaluators") our own LossNotDecreasing and
-VanishingGradient from container/imgclf/rules.py run beside them as custom rules.
-
-Debugger is closed to new AWS customers (2026-07-30); with --no-debugger (or --local) the
-training job's own ``rules`` hyperparameter runs the same checks inside the container. Every job
-on SageMaker also gets a TensorBoardOutputConfig (LocalPath /opt/ml/output/tensorboard, S3 under
---output-path).
+Hooks losses, weights, gradients and relu_input; rules LossNotDecreasing, VanishingGradient, Overfit,
+Overtraining, PoorWeightInitialization, ProfilerReport, LowGPUUtilization (docs/observability.md).
 """
 
 from __future__ import annotations
@@ -29,13 +20,11 @@ from botocore.exceptions import ClientError
 from imgclf.hyperparameters import parse_hyperparameters
 
 from . import aws_errors, backends, debugger, flags
-from .dryrun import DryRun
 from .hyperparameters import checked, with_defaults
 from .jobs import Target, TrainingJob
 from .names import timestamped
 
-# What differs from the container's defaults (imgclf.hyperparameters.Hyperparameters): the reference
-# project's batch size and learning rate.
+# The reference project's batch size and learning rate, over the container's defaults.
 DEFAULTS = {"batch-size": "256", "lr": "0.00105"}
 
 
@@ -82,10 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         raise flags.LaunchError("--custom-rule-image needs --output-path: the rules' source is uploaded there")
     rules_source = f"{target.output_path}/debug-rules/rules.py" if args.custom_rule_image else None
     job = training_job(target, args, rules_source)
-    dry_run = DryRun() if target.dry_run else None
-    backend = backends.connect(target, dry_run)
+    backend = backends.connect(target)
     if rules_source and job.debugger:
-        if dry_run is None:
+        if not target.dry_run:
             backend.upload_file(debugger.RULES_SOURCE, rules_source)
         else:
             print(f"--- would upload {debugger.RULES_SOURCE} to {rules_source}")
@@ -93,11 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"TensorBoard: SageMaker uploads the job's event files under {job.tensorboard_s3} while it runs; open it "
               f"in SageMaker's TensorBoard app or: tensorboard --logdir {job.tensorboard_s3}")
     try:
-        result = backend.train(job, wait=dry_run is None)
+        result = backend.train(job, wait=not target.dry_run)
     except ClientError as e:
         raise flags.LaunchError(aws_errors.explain(e, with_debugger=job.debugger is not None)) from None
-    if dry_run is not None:
-        dry_run.print()
+    if target.dry_run:
+        backend.dry_run.print()
         return 0
     for rule, status in result.rule_statuses:
         print(f"rule {rule}: {status}")

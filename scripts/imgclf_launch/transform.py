@@ -5,11 +5,8 @@
     python scripts/transform.py ... --dry-run       # print CreateModel and CreateTransformJob, send nothing
     python scripts/transform.py --local --model-data file://.../model.tar.gz --input folder/ --output-path out/
 
-Each object is one request (SplitType None) with --content-type (application/x-image: any image
-format the server decodes); SageMaker writes one JSON document per image, <key>.out, under the
-output path. MaxConcurrentTransforms and MaxPayloadInMB come from the flags, or else SageMaker
-asks the container's /execution-parameters. On GPU instance types the job asks for the batch AMI
-with driver 535 (TransformAmiVersion), which runs the image's CUDA 13.0 torch; the default is 470.
+Each object is one request; SageMaker writes one JSON document per image, <key>.out, under the output
+path (docs/launchers.md, "Batch transform").
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import aws_errors, backends, flags, local_containers
-from .dryrun import DryRun
 from .jobs import Target, Transform
 from .names import timestamped
 from .paths import REPO
@@ -38,9 +34,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="requests in flight per instance (default: the container's)")
     parser.add_argument("--max-payload-mb", type=flags.at_least(1, flags.MAX_PAYLOAD_MB),
                         help="largest image in MB (default: the container's, 6)")
-    parser.add_argument("--transform-ami-version", default="auto",
-                        choices=("auto", "none", "al2-ami-sagemaker-batch-gpu-535", "al2-ami-sagemaker-batch-gpu-470"),
-                        help=f"auto: {flags.TRANSFORM_AMI_VERSION} on GPU instance types, none on CPU types")
+    flags.add_ami_arg(parser, "--transform-ami-version", flags.TRANSFORM_AMI_VERSIONS)
     flags.add_environment_arg(parser)
     parser.add_argument("--no-wait", action="store_true", help="start the job and return")
     return parser.parse_args(argv)
@@ -73,8 +67,7 @@ def check_limits(args: argparse.Namespace) -> None:
 
 
 def run_locally(target: Target, spec: Transform) -> None:
-    """Local mode: the port checked first, the model tarball staged in a temporary folder, and the
-    serving container stopped however the job ends (local mode leaves it up when a job fails)."""
+    """Local mode, with the serving container stopped however the job ends (local mode leaves it up)."""
     name = timestamped("imgclf-transform")
     output, source = Path(spec.output_path.removeprefix("file://")), Path(spec.input.removeprefix("file://"))
     output.mkdir(parents=True, exist_ok=True)
@@ -95,23 +88,24 @@ def main(argv: list[str] | None = None) -> int:
     environment = flags.environment(args.env)
     model_data = flags.model_data(args.model_data, target.local)
     output = target.output_path or str(REPO / "build" / "transform")  # on SageMaker target_from asks for one
+    ami = flags.ami_version(args.transform_ami_version, target.instance_type, flags.TRANSFORM_AMI_VERSIONS)
     spec = Transform(model_data=model_data, input=flags.prefix_uri(args.input),
                      output_path=output if output.startswith("s3://") else flags.prefix_uri(output),
                      content_type=args.content_type, max_concurrent_transforms=args.max_concurrent_transforms,
                      max_payload_mb=args.max_payload_mb, environment=environment,
-                     ami=None if target.local else flags.transform_ami_version(target.instance_type, args.transform_ami_version))
+                     ami=None if target.local else ami)
     if target.local:
         run_locally(target, spec)
         return 0
-    dry_run = DryRun() if target.dry_run else None
-    backend = backends.connect(target, dry_run)
+    backend = backends.connect(target)
     result = backend.transform(replace(spec, model_data=backend.model_data_of(model_data)),
-                               wait=dry_run is None and not args.no_wait)
-    if dry_run is not None:
-        dry_run.print()
+                               wait=not (target.dry_run or args.no_wait))
+    if target.dry_run:
+        backend.dry_run.print()
     else:
         print(f"one JSON document per image: {result.rstrip('/')}/<key under {spec.input}>.out")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

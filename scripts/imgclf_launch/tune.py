@@ -3,9 +3,8 @@
     python scripts/tune.py --data s3://BUCKET/dogs --output-path s3://BUCKET/imgclf --max-jobs 8
     python scripts/tune.py --data s3://BUCKET/dogs --output-path s3://BUCKET/imgclf --dry-run   # print the request only
 
-Searches lr 0.001-0.1 (log), batch-size {32, 64, 128, 256}, epochs 2-4 for the best valid
-accuracy (every other hyperparameter keeps the container's default), then prints the best job and
-writes its hyperparameters to --best (JSON), which train_debug.py takes with --hyperparameters.
+Searches lr 0.001-0.1 (log), batch-size {32, 64, 128, 256}, epochs 2-4 for the best valid accuracy;
+writes the best job's hyperparameters to --best (JSON), which train_debug.py takes with --hyperparameters.
 """
 
 from __future__ import annotations
@@ -16,12 +15,10 @@ import sys
 from pathlib import Path
 
 from . import aws_errors, backends, flags
-from .dryrun import DryRun
 from .hyperparameters import SEARCH_SPACE, check_search_space, checked
 from .jobs import TrainingJob, Tuning
 
-# The tuning API takes no TensorBoardOutputConfig, so each trial writes its event files into its
-# own output.tar.gz (tensorboard/) instead.
+# Each trial's event files go into its output.tar.gz: the tuning API takes no TensorBoardOutputConfig.
 STATIC = {"tensorboard": "true"}
 
 
@@ -50,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     channels = flags.channels(target.data) | flags.pretrained_channel(args.pretrained, target.local)
     job = TrainingJob(hyperparameters=checked(STATIC), channels=channels)
     tuning = Tuning(search_space=SEARCH_SPACE, max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs)
-    dry_run = DryRun() if target.dry_run else None
-    result = backends.connect(target, dry_run).tune(job, tuning, wait=dry_run is None)
-    if dry_run is not None:
-        dry_run.print()
+    backend = backends.connect(target)
+    result = backend.tune(job, tuning, wait=not target.dry_run)
+    if target.dry_run:
+        backend.dry_run.print()
         return 0
     chosen = {k: v for k, v in result.hyperparameters.items() if not k.startswith(("_", "sagemaker_"))}
     args.best.write_text(json.dumps(chosen, indent=1))

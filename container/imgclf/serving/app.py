@@ -1,10 +1,4 @@
-"""The Flask application: /invocations and /execution-parameters (nginx answers /ping).
-
-The worker loads the model files before it serves (see ``server``); the model then moves to its
-device and warms up in a background thread, reporting to ``health``: loading, ready, or failed
-with the reason. Every request carries a deadline (SAGEMAKER_MODEL_SERVER_TIMEOUT from when nginx
-handed it over) and a check for a client that left; work past either is dropped, not run.
-"""
+"""The Flask app: /invocations (its stages top-down in ``_invoke``) and /execution-parameters; nginx answers /ping."""
 
 from __future__ import annotations
 
@@ -34,24 +28,26 @@ def _error(status: int, message: str) -> Response:
     return Response(codecs.encode_error(status, message), status=status, mimetype=codecs.JSON)
 
 
+def _load_failure(config: ServingConfig, e: Exception) -> str:
+    log.exception("could not load the model from %s", config.model_dir)
+    return f"model failed to load from {config.model_dir}: {type(e).__name__}: {e}"
+
+
 def load_model(config: ServingConfig) -> tuple | str:
     """The model files as loaded artifacts, or the reason they could not be loaded."""
     try:
         return load_artifacts(config.model_dir)
     except Exception as e:
-        log.exception("could not load the model from %s", config.model_dir)
-        return f"model failed to load from {config.model_dir}: {type(e).__name__}: {e}"
+        return _load_failure(config, e)
 
 
 def _warm(config: ServingConfig, artifacts: tuple, state: dict, health: Health | None) -> None:
     start = time.perf_counter()
     try:
-        predictor = Predictor(artifacts, config.max_batch_size, config.max_batch_wait_ms, config.max_image_pixels,
-                              config.precision, config.decode_slots, config.allow_cpu, config.engine)
+        predictor = Predictor(artifacts, config)
         predictor.warm_up()
     except Exception as e:
-        log.exception("could not load the model from %s", config.model_dir)
-        state["error"] = f"model failed to load from {config.model_dir}: {type(e).__name__}: {e}"
+        state["error"] = _load_failure(config, e)
         if health:
             health.report(os.getpid(), BROKEN, state["error"])
         return
@@ -107,18 +103,31 @@ def create_app(config: ServingConfig, loaded: tuple | str, health: Health | None
 
     @app.post("/invocations")
     def invocations() -> Response:
-        predictor: Predictor | None = state["predictor"]
-        if predictor is None:
-            return _error(500, state["error"]) if state["error"] else _error(503, "model is still loading; retry shortly")
-        return _invoke(predictor, config)
+        if state["predictor"] is None:
+            return _error(500, state["error"]) if state["error"] else _error(
+                503, "model is still loading; retry shortly")
+        return _invoke(state["predictor"], config)
 
-    _register_error_handlers(app, config)
+    @app.errorhandler(codecs.RequestError)
+    def request_error(e: codecs.RequestError) -> Response:
+        return _error(e.status, e.message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException) -> Response:
+        if e.code == 413:
+            return _error(413, f"request body is larger than the {config.max_payload_bytes} byte limit")
+        return _error(e.code or 500, e.description or e.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(e: Exception) -> Response:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return _error(500, f"internal error: {type(e).__name__}")
+
     return app
 
 
 def _invoke(predictor: Predictor, config: ServingConfig) -> Response:
-    """The stages of one request: decode the body (codecs), then decode, batch, predict and unbatch
-    its images (Predictor.classify), then encode the answer (codecs)."""
+    """One request's stages: split the body (codecs), decode, batch, predict, unbatch (Predictor), encode (codecs)."""
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         return _error(415, f"Content-Encoding {encoding!r} is not supported; send the body uncompressed")
@@ -145,8 +154,7 @@ def _invoke(predictor: Predictor, config: ServingConfig) -> Response:
 
 def _classify(predictor: Predictor, images: list[bytes], top_k: int, ticket: Ticket,
               formats: tuple[str, ...] | None, at_once: int) -> list[list[dict]]:
-    """At most ``at_once`` images decoded at a time: a JSON Lines body of many small images costs
-    their crops in slices, not all together."""
+    """``images`` classified ``at_once`` at a time, so a long JSON Lines body holds one slice's crops at once."""
     predictions: list[list[dict]] = []
     for start in range(0, len(images), at_once):
         try:
@@ -161,20 +169,3 @@ def _query() -> Mapping[str, str]:
         return request.args
     except UnicodeDecodeError:
         raise codecs.RequestError(400, "the query string is not valid UTF-8") from None
-
-
-def _register_error_handlers(app: Flask, config: ServingConfig) -> None:
-    @app.errorhandler(codecs.RequestError)
-    def request_error(e: codecs.RequestError) -> Response:
-        return _error(e.status, e.message)
-
-    @app.errorhandler(HTTPException)
-    def http_error(e: HTTPException) -> Response:
-        if e.code == 413:
-            return _error(413, f"request body is larger than the {config.max_payload_bytes} byte limit")
-        return _error(e.code or 500, e.description or e.name)
-
-    @app.errorhandler(Exception)
-    def unexpected(e: Exception) -> Response:
-        log.exception("unexpected error in %s %s", request.method, request.path)
-        return _error(500, f"internal error: {type(e).__name__}")

@@ -1,7 +1,4 @@
-"""What /invocations takes and gives: one table of request Content-Types, one of Accept values,
-one of the statuses the server answers. A new type is one entry; the tests and the manual read
-these tables (the SageMaker inference toolkit's decoder and encoder maps, as a table).
-"""
+"""What /invocations takes and gives: tables of Content-Types, Accept values and statuses; a new type is one entry."""
 
 from __future__ import annotations
 
@@ -12,6 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from werkzeug.datastructures import MIMEAccept
+
+from .. import reference
 
 JSON, JSON_LINES = "application/json", "application/jsonlines"
 
@@ -25,17 +24,19 @@ class RequestError(Exception):
         self.message = message
 
 
+def _split_raw(body: bytes, _max_images: int) -> tuple[list[bytes], int | None]:
+    return [body], None
+
+
 @dataclass(frozen=True)
 class RequestType:
-    """``split``: body -> (image payloads, top_k from the body); ``formats``: the Pillow formats its
-    images may be (None: every format the decoder accepts); ``item``: how an error names image i;
-    ``answer``: the response type when Accept allows any."""
+    """How a body of one Content-Type splits into image payloads (and a top_k), and what those may be."""
 
-    split: Callable[[bytes, int], tuple[list[bytes], int | None]]
-    formats: tuple[str, ...] | None
+    formats: tuple[str, ...] | None  # Pillow's format names; None: every accepted format
     doc: str
-    item: str = ""
-    answer: str = JSON
+    split: Callable[[bytes, int], tuple[list[bytes], int | None]] = _split_raw
+    item: str = ""  # how an error names image i (or line n)
+    answer: str = JSON  # the response type when Accept allows any
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,9 @@ class ResponseType:
 
 
 def _top_k_value(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise RequestError(400, f"top_k in {where} must be a positive integer, got {value!r}")
     try:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError(value)
         number = int(value)
     except ValueError:
         raise RequestError(400, f"top_k in {where} must be a positive integer, got {value!r}") from None
@@ -87,34 +88,26 @@ def _split_json(body: bytes, max_images: int) -> tuple[list[bytes], int | None]:
 
 
 def _split_lines(body: bytes, _max_images: int) -> tuple[list[bytes], int | None]:
-    """As many lines as the body limit allows: batch transform fills each request up to
-    MaxPayloadInMB, whatever the count (the server classifies them max_images at a time)."""
+    """Every line, whatever their count: batch transform fills a request up to MaxPayloadInMB."""
     lines = body.splitlines()  # a last newline ends the last record; it starts no new one
     return [_image(_json_value(line, f"line {n}"), f"line {n}") for n, line in enumerate(lines, 1)], None
 
 
-def _split_raw(body: bytes, max_images: int) -> tuple[list[bytes], int | None]:
-    return [body], None
-
-
-def _image_type(formats: tuple[str, ...] | None, doc: str) -> RequestType:
-    return RequestType(_split_raw, formats, doc)
-
-
 REQUEST_TYPES: dict[str, RequestType] = {
-    "image/jpeg": _image_type(("JPEG",), "one JPEG image"),
-    "image/jpg": _image_type(("JPEG",), "one JPEG image (a common misspelling of image/jpeg)"),
-    "image/png": _image_type(("PNG",), "one PNG image"),
-    "image/webp": _image_type(("WEBP",), "one WebP image"),
-    "image/bmp": _image_type(("BMP",), "one BMP image"),
-    "image/gif": _image_type(("GIF",), "one GIF image (its first frame)"),
-    "image/tiff": _image_type(("TIFF",), "one TIFF image"),
-    "application/x-image": _image_type(None, "one image in any accepted format (SageMaker's built-in algorithms' type)"),
-    "application/octet-stream": _image_type(None, "one image in any accepted format (the SageMaker SDK's default)"),
-    JSON: RequestType(_split_json, None, '`{"instances": [{"b64": "<base64 image>"}, ...], "top_k": 3}`: '
-                      "several images, run as one batch", item="instances[{i}]"),
-    JSON_LINES: RequestType(_split_lines, None, 'one `{"b64": "<base64 image>"}` per line (batch transform '
-                            "MultiRecord with SplitType Line)", item="line {n}", answer=JSON_LINES),
+    "image/jpeg": RequestType(("JPEG",), "one JPEG image"),
+    "image/jpg": RequestType(("JPEG",), "one JPEG image (a common misspelling of image/jpeg)"),
+    "image/png": RequestType(("PNG",), "one PNG image"),
+    "image/webp": RequestType(("WEBP",), "one WebP image"),
+    "image/bmp": RequestType(("BMP",), "one BMP image"),
+    "image/gif": RequestType(("GIF",), "one GIF image (its first frame)"),
+    "image/tiff": RequestType(("TIFF",), "one TIFF image"),
+    "application/x-image": RequestType(None, "one image in any accepted format (SageMaker's built-in algorithms' "
+                                             "type)"),
+    "application/octet-stream": RequestType(None, "one image in any accepted format (the SageMaker SDK's default)"),
+    JSON: RequestType(None, '`{"instances": [{"b64": "<base64 image>"}, ...], "top_k": 3}`: several images, run '
+                      "as one batch", _split_json, item="instances[{i}]"),
+    JSON_LINES: RequestType(None, 'one `{"b64": "<base64 image>"}` per line (batch transform MultiRecord with '
+                            "SplitType Line)", _split_lines, item="line {n}", answer=JSON_LINES),
 }
 
 
@@ -123,8 +116,7 @@ def _encode_json(predictions: list[list[dict]]) -> bytes:
 
 
 def _encode_lines(predictions: list[list[dict]]) -> bytes:
-    """Lines separated, not ended, by a newline: batch transform's AssembleWith=Line adds one after
-    each response, so the assembled output has exactly one line per record."""
+    """Lines separated, not ended, by a newline: batch transform's AssembleWith=Line adds the last one."""
     return b"\n".join(json.dumps(ranked).encode() for ranked in predictions)
 
 
@@ -145,13 +137,13 @@ def request_type(mimetype: str) -> RequestType:
 
 
 def response_type(accept: MIMEAccept, preferred: str) -> str:
-    """The Accept value to answer in: ``preferred`` when the client allows any (no Accept header, or
-    an empty one, allows anything: RFC 9110 12.5.1). Parameters such as charset do not matter."""
+    """The Accept value to answer in, ``preferred`` when any will do (RFC 9110 12.5.1), parameters ignored."""
     bare = MIMEAccept([(value.split(";")[0].strip(), quality) for value, quality in accept])
     offers = [preferred, *(name for name in RESPONSE_TYPES if name != preferred)]
     best = bare.best_match(offers, default=None if accept else preferred)
     if best is None:
-        raise RequestError(406, f"Accept {accept.to_header()!r} is not supported; use one of {', '.join(RESPONSE_TYPES)}")
+        supported = ", ".join(RESPONSE_TYPES)
+        raise RequestError(406, f"Accept {accept.to_header()!r} is not supported; use one of {supported}")
     return best
 
 
@@ -168,16 +160,14 @@ def top_k_from(query: Mapping[str, str], custom_attributes: str | None) -> int |
 
 @dataclass(frozen=True)
 class Status:
-    """``when``: what gets this status; ``proxy``: the error nginx answers by itself (None: only the
-    app sends it); ``nginx_codes``: nginx's own codes answered as this status instead."""
+    """A status the server sends: when, and the error nginx answers by itself (None: only the app sends it)."""
 
     when: str
     proxy: str | None = None
-    nginx_codes: tuple[int, ...] = ()
+    nginx_codes: tuple[int, ...] = ()  # nginx's own codes answered as this status instead
 
 
-# Every status the server sends. A client's bytes never get a 5xx (SageMaker counts 5xx as the
-# model's errors); every body but /ping's 200 and /execution-parameters' is {"error", "status"}.
+# Every status the server sends (docs/reliability.md: every answer is JSON).
 STATUSES: dict[int, Status] = {
     200: Status("the predictions; /ping once every worker is warm (empty body); /execution-parameters"),
     400: Status("malformed HTTP (a bad Content-Length, a NUL in a header, an HTTP version other than 1.x, a "
@@ -214,8 +204,8 @@ def encode_error(status: int, message: str) -> bytes:
 
 def markdown_table(table: str) -> str:
     """The manual's table of "content-types", "accept" values or "statuses"."""
-    rows = {"content-types": ("Content-Type", "What it carries", REQUEST_TYPES),
-            "accept": ("Accept", "What it answers", RESPONSE_TYPES),
-            "statuses": ("Status", "When", STATUSES)}[table]
-    cells = [(f"`{key}`", getattr(row, "doc", None) or row.when) for key, row in rows[2].items()]
-    return "\n".join([f"| {rows[0]} | {rows[1]} |", "|---|---|", *(f"| {k} | {v} |" for k, v in cells)])
+    header, rows = {"content-types": (("Content-Type", "What it carries"), REQUEST_TYPES),
+                    "accept": (("Accept", "What it answers"), RESPONSE_TYPES),
+                    "statuses": (("Status", "When"), STATUSES)}[table]
+    cells = ((f"`{key}`", getattr(row, "doc", None) or row.when) for key, row in rows.items())
+    return reference.markdown_table(header, cells)

@@ -1,10 +1,4 @@
-"""Whether every worker holds a warmed model, kept as files that nginx answers /ping from.
-
-Each worker writes its own state file; after every change, one process at a time (under a lock)
-sums them up into ``ready`` (every expected worker is alive and warmed) or ``failed.json`` (the
-error body of the first worker that could not load). nginx serves /ping from these two files,
-so /ping never waits behind image work and never says 200 while a worker still loads.
-"""
+"""Whether every worker holds a warmed model: ``ready`` or ``failed.json``, the files nginx answers /ping from."""
 
 from __future__ import annotations
 
@@ -25,12 +19,14 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # alive, another user's
+        pass
     return True
 
 
 class Health:
+    """Each worker's state file, summed up under a lock after every change."""
+
     def __init__(self, directory: Path, workers: int):
         self.directory = directory
         self.workers = workers
@@ -47,11 +43,8 @@ class Health:
         self._publish()
 
     def _states(self) -> list[dict]:
-        states = []
-        for path in sorted(self.directory.glob("worker-*.json")):
-            if _alive(int(path.stem.removeprefix("worker-"))):
-                states.append(json.loads(path.read_text()))
-        return states
+        paths = sorted(self.directory.glob("worker-*.json"))
+        return [json.loads(p.read_text()) for p in paths if _alive(int(p.stem.removeprefix("worker-")))]
 
     def _publish(self) -> None:
         lock = os.open(self.directory / ".lock", os.O_RDONLY | os.O_CREAT, 0o644)  # read-only: any uid may lock

@@ -1,8 +1,7 @@
-"""The loaded model and the batcher that feeds it requests from many threads at once."""
+"""The serving stages after the body is split: decode, batch, predict, unbatch (the model and its batcher)."""
 
 from __future__ import annotations
 
-import logging
 import math
 import queue
 import threading
@@ -16,12 +15,11 @@ import torch
 from torch import nn
 
 from .. import gpu, precision
+from ..config import ServingConfig
 from ..data import ClassInfo
 from ..model import ModelSpec
 from ..preprocess import ImageError, decode_for_eval
 from . import engines
-
-log = logging.getLogger(__name__)
 
 
 class Abandoned(Exception):
@@ -36,7 +34,8 @@ class Ticket:
     client_gone: Callable[[], bool] = field(default=lambda: False)
 
     def remaining(self) -> float:
-        return self.deadline - time.monotonic()
+        """Seconds left, as a timeout threading accepts."""
+        return max(0.0, min(self.deadline - time.monotonic(), threading.TIMEOUT_MAX))
 
     def check(self) -> None:
         if self.remaining() <= 0:
@@ -62,18 +61,10 @@ class BadImage(Exception):
 
 
 class Batcher:
-    """Runs ``infer`` on one thread, batching images from concurrent requests.
+    """Batches concurrent requests' images, runs ``predict`` on one thread, and unbatches each request's rows."""
 
-    Requests queue up; the thread takes the first, then, while more requests are known to
-    be on their way (``expect`` was called for them), whatever arrives within ``max_wait_ms``,
-    up to ``max_batch`` images. A lone request never waits; one larger than ``max_batch`` runs in
-    chunks of it. Each request gets back exactly its own rows, in order. All torch work happens on
-    this one thread. A request whose deadline passes or whose client leaves is answered with
-    Abandoned and its remaining images never run, checked before every chunk.
-    """
-
-    def __init__(self, infer: Callable[[torch.Tensor], torch.Tensor], max_batch: int, max_wait_ms: int):
-        self._infer = infer
+    def __init__(self, predict: Callable[[torch.Tensor], torch.Tensor], max_batch: int, max_wait_ms: int):
+        self._predict = predict
         self._max_batch = max_batch
         self._max_wait = max_wait_ms / 1000
         self._queue: queue.Queue[Submission] = queue.Queue()
@@ -93,68 +84,69 @@ class Batcher:
             self._expected -= 1
 
     def submit(self, images: list[torch.Tensor], ticket: Ticket = Ticket(), expected: bool = True) -> Future:
-        job = Submission(images, ticket)
+        submission = Submission(images, ticket)
         if expected:
-            with self._lock:
-                self._expected -= 1
-        self._queue.put(job)
-        return job.future
+            self.cancel()  # it is no longer on its way
+        self._queue.put(submission)
+        return submission.future
 
     def _more_coming(self) -> bool:
         with self._lock:
             return self._expected > 0 or not self._queue.empty()
 
     def _next_batch(self) -> list[Submission]:
+        """The first queued submission, and what arrives within max_wait while more are on their way."""
         first = self._held or self._queue.get()
         self._held = None
-        jobs, size = [first], len(first.images)
+        batch, size = [first], len(first.images)
         deadline = time.monotonic() + self._max_wait
         while size < self._max_batch and self._more_coming():
             try:
-                job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                submission = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
-            if size + len(job.images) > self._max_batch:
-                self._held = job  # starts the next batch
+            if size + len(submission.images) > self._max_batch:
+                self._held = submission  # starts the next batch
                 break
-            jobs.append(job)
-            size += len(job.images)
-        return jobs
+            batch.append(submission)
+            size += len(submission.images)
+        return batch
 
     @staticmethod
-    def _abandoned(job: Submission) -> bool:
-        """Answers Abandoned to a job nobody waits for any more."""
+    def _abandoned(submission: Submission) -> bool:
+        """Answers Abandoned to a submission nobody waits for any more."""
         try:
-            job.ticket.check()
+            submission.ticket.check()
         except Abandoned as e:
-            job.future.set_exception(e)
+            submission.future.set_exception(e)
             return True
         return False
 
-    def _run(self, jobs: list[Submission]) -> None:
-        rows: dict[Submission, list[torch.Tensor]] = {job: [] for job in jobs}
-        waiting = [(job, image) for job in jobs for image in job.images]
+    def _run(self, batch: list[Submission]) -> None:
+        """Predict in chunks of max_batch, checking every ticket before each, then unbatch: each its own rows."""
+        rows: dict[Submission, list[torch.Tensor]] = {submission: [] for submission in batch}
+        waiting = [(submission, image) for submission in batch for image in submission.images]
         while waiting:
-            live = {job for job in jobs if not job.future.done() and not self._abandoned(job)}
-            waiting = [(job, image) for job, image in waiting if job in live]
+            live = {s for s in batch if not s.future.done() and not self._abandoned(s)}
+            waiting = [(submission, image) for submission, image in waiting if submission in live]
             chunk, waiting = waiting[: self._max_batch], waiting[self._max_batch :]
             if chunk:
-                outputs = self._infer(torch.stack([image for _, image in chunk]))
-                for (job, _), row in zip(chunk, outputs):
-                    rows[job].append(row)
-        for job in jobs:
-            if not job.future.done():
-                job.future.set_result(torch.stack(rows[job]))
+                outputs = self._predict(torch.stack([image for _, image in chunk]))
+                for (submission, _), row in zip(chunk, outputs):
+                    rows[submission].append(row)
+        for submission in batch:
+            if not submission.future.done():
+                submission.future.set_result(torch.stack(rows[submission]))
 
     def _loop(self) -> None:
         while True:
-            jobs = [job for job in self._next_batch() if job.future.set_running_or_notify_cancel()]
+            batch = [s for s in self._next_batch() if s.future.set_running_or_notify_cancel()]
             try:
-                self._run(jobs)
+                self._run(batch)
             except Exception as e:  # hand the error to every waiting request
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(e)
+                for submission in batch:
+                    if not submission.future.done():
+                        submission.future.set_exception(e)
 
 
 def check_artifacts(model_spec: ModelSpec, classes: list[ClassInfo], output_width: int) -> None:
@@ -169,45 +161,37 @@ def check_artifacts(model_spec: ModelSpec, classes: list[ClassInfo], output_widt
 
 
 class Predictor:
-    """Model artifacts -> top-k predictions, on the GPU when there is one.
+    """Model artifacts -> top-k predictions, on the GPU when there is one, at most ``decode_slots`` decodes at once."""
 
-    ``decode_slots`` bounds how many images decode at once in this process, so decoding memory
-    is at most decode_slots x the per-image maximum, however many requests arrive.
-    """
-
-    def __init__(self, artifacts: tuple[nn.Module, ModelSpec, list[ClassInfo]], max_batch: int, max_wait_ms: int,
-                 max_image_pixels: int, precision_setting: str, decode_slots: int, allow_cpu: bool = False,
-                 engine_setting: str = "auto"):
+    def __init__(self, artifacts: tuple[nn.Module, ModelSpec, list[ClassInfo]], config: ServingConfig):
         model, self.model_spec, self.classes = artifacts
-        self.device = gpu.select_device(0, allow_cpu)  # each worker sees only its own GPU
-        self.dtype = precision.for_device(precision_setting, "serve", self.device)
-        self.engine = engines.choose(engine_setting, self.device)
+        self.config = config
+        self.device = gpu.select_device(0, config.allow_cpu)  # each worker sees only its own GPU
+        self.dtype = precision.for_device(config.precision, "serve", self.device)
+        self.engine = engines.choose(config.engine, self.device)
         self._engine = engines.build(self.engine, model, self.model_spec.image, self.device, self.dtype,
                                      torch.get_num_threads())
-        self.max_batch = max_batch
-        self.max_image_pixels = max_image_pixels
-        self._decode_slots = threading.BoundedSemaphore(decode_slots)
-        self._batcher = Batcher(self._infer, max_batch, max_wait_ms)
+        self._decode_slots = threading.BoundedSemaphore(config.decode_slots)
+        self._batcher = Batcher(self.predict, config.max_batch_size, config.max_batch_wait_ms)
 
-    def _infer(self, images: torch.Tensor) -> torch.Tensor:
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW -> class probabilities, by the chosen engine (on the batcher's thread)."""
         return self._engine(images)
 
     def warm_up(self) -> None:
-        """Run the model once at batch size 1 and at the largest batch, through the batcher, and
-        check that its output width matches the labels."""
+        """Run the model through the batcher at batch size 1 and the largest, and check its width against the labels."""
         side = self.model_spec.image.image_size
-        for n in sorted({1, self.max_batch}):
+        for n in sorted({1, self.config.max_batch_size}):
             output = self._batcher.submit([torch.zeros(3, side, side, dtype=torch.uint8)] * n, expected=False).result()
         check_artifacts(self.model_spec, self.classes, output.shape[1])
 
-    def preprocess(self, payload: bytes, ticket: Ticket, formats: tuple[str, ...] | None = None) -> torch.Tensor:
+    def decode(self, payload: bytes, ticket: Ticket, formats: tuple[str, ...] | None = None) -> torch.Tensor:
         """Image bytes -> uint8 CHW, the same evaluation transform training used, in a decode slot."""
-        if not self._decode_slots.acquire(timeout=max(0.0, min(ticket.remaining(), threading.TIMEOUT_MAX))):
+        if not self._decode_slots.acquire(timeout=ticket.remaining()):
             raise Abandoned("the request's deadline passed while it waited to decode")
         try:
             ticket.check()
-            chosen = {"formats": formats} if formats else {}  # none named: every format the decoder accepts
-            return decode_for_eval(payload, self.model_spec.image, self.max_image_pixels, **chosen)
+            return decode_for_eval(payload, self.model_spec.image, self.config.max_image_pixels, formats)
         finally:
             self._decode_slots.release()
 
@@ -215,16 +199,14 @@ class Predictor:
         images = []
         for i, payload in enumerate(payloads):
             try:
-                images.append(self.preprocess(payload, ticket, formats))
+                images.append(self.decode(payload, ticket, formats))
             except ImageError as e:
                 raise BadImage(i, e) from None
         return images
 
     def classify(self, payloads: list[bytes], top_k: int, ticket: Ticket,
                  formats: tuple[str, ...] | None = None) -> list[list[dict]]:
-        """Raw image bytes (of these Pillow ``formats``; None: any accepted) -> ranked labels per image:
-        decode, batch, predict, unbatch. BadImage names the first unusable image, Abandoned says the
-        deadline passed or the client left (the work is dropped)."""
+        """Image bytes (Pillow ``formats``; None: any accepted) -> ranked labels: decode, batch, predict, unbatch."""
         self._batcher.expect()  # while this request decodes, the batcher may wait for it
         try:
             images = self._decode_all(payloads, ticket, formats)
@@ -233,15 +215,10 @@ class Predictor:
             raise
         future = self._batcher.submit(images, ticket)
         try:
-            probabilities = future.result(timeout=max(0.0, min(ticket.remaining(), threading.TIMEOUT_MAX)))
+            probabilities = future.result(timeout=ticket.remaining())
         except FutureTimeout:
             future.cancel()  # still queued: the batcher skips it
             raise Abandoned("the request's deadline passed while it waited for the model") from None
         values, indices = probabilities.topk(min(top_k, len(self.classes)), dim=1)
-        return [
-            [
-                {"label": self.classes[i].label, "index": i, "probability": round(p, 6)}
-                for p, i in zip(row_p.tolist(), row_i.tolist())
-            ]
-            for row_p, row_i in zip(values, indices)
-        ]
+        return [[{"label": self.classes[i].label, "index": i, "probability": round(p, 6)} for p, i in zip(ps, ids)]
+                for ps, ids in zip(values.tolist(), indices.tolist())]

@@ -1,5 +1,4 @@
-"""nginx in front of gunicorn: the configuration (nginx.conf beside this module, filled in) and its
-command. Why nginx takes the connections: the manual's serving page."""
+"""nginx in front of gunicorn: its configuration (nginx.conf beside this module, filled in) and its command."""
 
 from __future__ import annotations
 
@@ -24,13 +23,13 @@ def _error_pages(values: dict) -> str:
         body = encode_error(status, row.proxy.format(**values)).decode().replace("\\", "\\\\").replace("'", "\\'")
         for code in (status, *row.nginx_codes):
             lines.append(f"    error_page {code}{'' if code == status else f' ={status}'} /_error/{status};")
-        lines.append(f"    location = /_error/{status} {{ internal; default_type application/json; return {status} '{body}'; }}")
+        lines.append(f"    location = /_error/{status} {{ internal; default_type application/json; "
+                     f"return {status} '{body}'; }}")
     return "\n".join(lines)
 
 
 def nginx_config(config: ServingConfig, run_dir: Path, health_dir: Path, user: str | None) -> str:
-    """nginx.conf (the template beside this module) for this server; ``user`` runs nginx's workers
-    when it starts as root."""
+    """nginx.conf for this server; ``user`` runs nginx's workers when it starts as root."""
     values = {
         "run": run_dir, "health": health_dir, "ready": READY, "failed": FAILED,
         "listen": f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}",

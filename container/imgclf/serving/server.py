@@ -1,11 +1,4 @@
-"""The ``serve`` command: nginx in front of gunicorn (Flask app) over a unix socket.
-
-``serve`` starts both and watches them: SIGTERM stops both gracefully (exit 0); if either exits
-on its own, the other is stopped and ``serve`` exits 1, so SageMaker sees a dead container, not a
-half-working one. Started as root with IMGCLF_SERVE_USER set (the image sets its user imgclf),
-everything that touches a request runs as that user: nginx's worker and gunicorn's workers (which read the model
-files first, then drop root). Each gunicorn worker loads one model copy; with GPUs, each owns one GPU.
-"""
+"""The ``serve`` command: nginx in front of gunicorn (the Flask app), started and watched (docs/serving.md)."""
 
 from __future__ import annotations
 
@@ -53,8 +46,7 @@ def start_with_allocator_env() -> None:
 
 
 def _post_fork(server, worker) -> None:
-    """In the worker, before the app (and CUDA) loads: pin its GPU and CPU threads, read the model
-    files (still as the user serve started as), then drop to the serve user."""
+    """In the worker, before CUDA loads: pin its GPU and threads, read the model files, then drop to the serve user."""
     app: Server = server.app
     config = app.config
     if config.gpus:
@@ -73,8 +65,7 @@ def _child_exit(server, worker) -> None:
 
 
 class Server(BaseApplication):
-    """gunicorn behind nginx: complete requests only, so its limits on request lines and headers
-    are lifted (nginx enforces its own and answers them in JSON)."""
+    """gunicorn behind nginx, whose own limits on request lines and headers answer in JSON, so gunicorn's are lifted."""
 
     def __init__(self, config: ServingConfig, run_dir: Path, health: Health, user: pwd.struct_passwd | None):
         self.config, self.run_dir, self.health, self.user = config, run_dir, health, user
@@ -114,8 +105,7 @@ class Server(BaseApplication):
 
 
 def _serve_user(config: ServingConfig) -> pwd.struct_passwd | None:
-    """Who handles requests when serve starts as root: IMGCLF_SERVE_USER, or root itself when it is
-    unset (outside the image); None when serve starts as another user (nobody to switch to)."""
+    """Started as root: IMGCLF_SERVE_USER, else root; None when started as another user (nobody to switch to)."""
     if os.geteuid() != 0:
         return None
     try:
@@ -137,14 +127,13 @@ def _make_run_dir(user: pwd.struct_passwd | None) -> tuple[Path, Path]:
 def _start_gunicorn(config: ServingConfig, run_dir: Path, health: Health, user: pwd.struct_passwd | None) -> int:
     pid = os.fork()
     if pid == 0:
-        code = 1
         try:
             Server(config, run_dir, health, user).run()
-            code = 0
+            os._exit(0)
         except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
+            os._exit(e.code if isinstance(e.code, int) else 1)
         finally:
-            os._exit(code)
+            os._exit(1)  # anything else
     return pid
 
 
@@ -165,12 +154,9 @@ def _supervise(children: dict[int, str]) -> int:
     signal.signal(signal.SIGINT, stop)
     while children:
         pid, status = os.wait()
-        name = children.pop(pid, None)
-        if name is None:
-            continue
-        exit_code = os.waitstatus_to_exitcode(status)
-        if not stopping:
-            log.error("%s exited with %d on its own: stopping serve", name, exit_code)
+        name = children.pop(pid, None)  # None: an orphan reaped, not one of ours
+        if name is not None and not stopping:
+            log.error("%s exited with %d on its own: stopping serve", name, os.waitstatus_to_exitcode(status))
             code = 1
             stop(signal.SIGTERM, None)
     return code

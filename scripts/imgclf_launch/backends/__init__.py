@@ -1,14 +1,9 @@
-"""The backend for the installed SageMaker Python SDK: 2.x (``sdk2``) or 3.x (``sdk3``).
-
-Both take and return the plain values of ``imgclf_launch.jobs``; 2.x and 3.x cannot be installed
-together (sagemaker-core <2 against >=2.27), so one process only ever imports one of them.
-"""
+"""The backend for the installed SageMaker Python SDK: 2.x (``sdk2``) or 3.x (``sdk3``), never both."""
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ..dryrun import DryRun
 from ..flags import LaunchError
 from ..jobs import Target
 from .base import Backend
@@ -35,6 +30,6 @@ def module():
     return chosen
 
 
-def connect(target: Target, dry_run: DryRun | None = None) -> Backend:
-    """The installed SDK's backend over one boto3 session (a dry run attached before any client)."""
-    return module().Sdk.connect(target, dry_run)
+def connect(target: Target) -> Backend:
+    """The installed SDK's backend over one boto3 session (a dry run's when ``target.dry_run``)."""
+    return module().Sdk(target)

@@ -1,6 +1,5 @@
-"""SageMaker API requests built from our job descriptions, in the shapes 2.x's Estimator, Tuner,
-Model and Transformer send for this image (tests/expected_requests holds them, captured from 2.x).
-The 3.x backend sends them through sagemaker-core resources, or local mode's client."""
+"""SageMaker API requests built from our job descriptions, in the shapes 2.x's Estimator, Tuner, Model
+and Transformer send for this image (tests/expected_requests holds them)."""
 
 from __future__ import annotations
 
@@ -21,23 +20,8 @@ def channel(name: str, uri: str) -> dict:
     return {"DataSource": source, "ChannelName": name}
 
 
-def hyperparameters(target: Target, job: TrainingJob) -> dict[str, str]:
-    return job.hyperparameters | ({"sagemaker_torch_distributed_enabled": "true"} if target.distributed else {})
-
-
-def stopping_condition(target: Target) -> dict:
-    spot = {"MaxWaitTimeInSeconds": target.max_run * 2} if target.spot and target.output_path else {}
-    return {"MaxRuntimeInSeconds": target.max_run} | spot
-
-
-def algorithm(target: Target) -> dict:
-    return {"TrainingInputMode": "File", "TrainingImage": target.image_uri,
-            "MetricDefinitions": [dict(d) for d in METRIC_DEFINITIONS]}
-
-
 def debugger_fields(debugger: Debugger | None, output_path: str, rules: dict) -> dict:
-    """DebugHookConfig, the rule configurations (``rules``, built by the backend) and ProfilerConfig;
-    without Debugger the profiler is switched off, as 2.x's disable_profiler=True sends it."""
+    """DebugHookConfig, the backend's rule configurations and ProfilerConfig (off without Debugger, as 2.x)."""
     if debugger is None:
         return {"ProfilerConfig": {"DisableProfiler": True}}
     hook = {"CollectionConfigurations": [{"CollectionName": c.name, "CollectionParameters": c.parameters()}
@@ -49,15 +33,21 @@ def debugger_fields(debugger: Debugger | None, output_path: str, rules: dict) ->
 
 def training_job(target: Target, job: TrainingJob, output_path: str, rules: dict) -> dict:
     """CreateTrainingJob. Spot jobs keep their checkpoints under their own name."""
+    spot = target.spot and target.output_path
+    distributed = {"sagemaker_torch_distributed_enabled": "true"} if target.distributed else {}
+    stop_waiting = {"MaxWaitTimeInSeconds": target.max_run * 2} if spot else {}
     request = {
-        "TrainingJobName": job.name, "RoleArn": target.role, "AlgorithmSpecification": algorithm(target),
-        "OutputDataConfig": {"S3OutputPath": output_path}, "StoppingCondition": stopping_condition(target),
+        "TrainingJobName": job.name, "RoleArn": target.role,
+        "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": target.image_uri,
+                                   "MetricDefinitions": [dict(d) for d in METRIC_DEFINITIONS]},
+        "OutputDataConfig": {"S3OutputPath": output_path},
+        "StoppingCondition": {"MaxRuntimeInSeconds": target.max_run} | stop_waiting,
         "ResourceConfig": {"VolumeSizeInGB": VOLUME_SIZE_GB, "InstanceCount": target.instance_count,
                            "InstanceType": target.instance_type},
         "InputDataConfig": [channel(name, uri) for name, uri in job.channels.items()],
-        "HyperParameters": hyperparameters(target, job),
+        "HyperParameters": job.hyperparameters | distributed,
     }
-    if target.spot and target.output_path:
+    if spot:
         request |= {"EnableManagedSpotTraining": True,
                     "CheckpointConfig": {"S3Uri": f"{target.output_path}/checkpoints/{job.name}"}}
     if job.tensorboard_s3:

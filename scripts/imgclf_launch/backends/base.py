@@ -1,5 +1,5 @@
-"""What both SDK backends do the same way: the boto3 session (where a dry run attaches) and the
-calls that need no SDK class, made with plain client calls (the session's, or local mode's)."""
+"""What both SDK backends do the same way: one boto3 session (where a dry run attaches), the user's
+SDK config, and the calls that need no SDK class (the session's client, or local mode's)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,15 @@ from pathlib import Path
 from ..dryrun import DryRun
 from ..flags import LaunchError
 from ..jobs import Target
+from ..paths import REPO
 
 TENSORBOARD_LOCAL_PATH = "/opt/ml/output/tensorboard"  # SageMaker's default TensorBoardOutputConfig.LocalPath
 
 
 def boto_session(target: Target, dry_run: DryRun | None):
-    """One boto3 session for every client; a dry run's has static dummy credentials and is attached
-    before any client exists. Called before the SDK is imported."""
+    """One boto3 session for every client, a dry run's attached before any client exists; --region also
+    for the clients the SDK makes from a default Session (docs/launchers.md, "Region")."""
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # the 2.x deprecation banner
-    # Two clients come from a default boto3 Session() the SDK makes itself, not from ours: sagemaker-core
-    # 3.27's CloudWatch Logs client for TrainingJob.wait(logs=True) (sagemaker/core/utils/logs.py
-    # CloudWatchLogsClient: session.region_name), and the S3 client load_sagemaker_config reads a
-    # config file in S3 with (both SDKs' config/config.py). They read the region from the environment,
-    # so they get --region from here (botocore reads AWS_DEFAULT_REGION only); credentials come from
-    # the same default chain as our session's.
     if target.region:
         os.environ["AWS_DEFAULT_REGION"] = target.region
     if dry_run is not None:
@@ -32,43 +27,31 @@ def boto_session(target: Target, dry_run: DryRun | None):
     return boto3.Session(region_name=target.region)
 
 
-def check_config_overrides(dry_run: bool) -> None:
-    """The SDK reads its config files (SAGEMAKER_ADMIN_CONFIG_OVERRIDE, SAGEMAKER_USER_CONFIG_OVERRIDE)
-    from S3 when they name an s3:// location: a request a dry run must not send."""
-    overrides = [os.environ.get(name, "") for name in ("SAGEMAKER_ADMIN_CONFIG_OVERRIDE", "SAGEMAKER_USER_CONFIG_OVERRIDE")]
-    if dry_run and any(path.startswith("s3://") for path in overrides):
-        raise LaunchError("dry run: your SageMaker SDK config is in S3 and reading it would send a request")
-
-
-def with_telemetry_off(config: dict) -> dict:
-    config.setdefault("SchemaVersion", "1.0")
-    modules = config.setdefault("SageMaker", {}).setdefault("PythonSDK", {}).setdefault("Modules", {})
-    modules["TelemetryOptOut"] = True
-    return config
-
-
 class Backend:
-    """Operations that are plain API calls on either SDK. ``sagemaker_client`` is boto3's, or local
-    mode's stand-in for it."""
+    """Operations that are plain API calls on either SDK, over one boto3 session."""
 
-    major = 0
-
-    def __init__(self, target: Target, boto, sagemaker_client):
-        self.target, self.boto, self.sagemaker_client = target, boto, sagemaker_client
-        self.session, self.config = None, {}
+    def __init__(self, target: Target):
+        self.target = target
+        self.dry_run = DryRun() if target.dry_run else None
+        self.boto = boto_session(target, self.dry_run)
+        self.config = self.sdk_config()
+        self.session = self.sdk_session(target, self.boto, self.config)
+        if target.local:
+            self.session.config = {"local": {"local_code": True}}
+        self.sagemaker_client = self.session.sagemaker_client if self.session else self.boto.client("sagemaker")
 
     @classmethod
-    def connect(cls, target: Target, dry_run: DryRun | None = None) -> Backend:
-        """The backend over one boto3 session (a dry run attached before any client exists), with the
-        user's SDK config and the SDK's session (``sdk_session``; local mode's under --local)."""
-        boto = boto_session(target, dry_run)
-        config = cls.sdk_config(dry_run is not None)
-        session = cls.sdk_session(target, boto, config)
-        if target.local:
-            session.config = {"local": {"local_code": True}}
-        backend = cls(target, boto, session.sagemaker_client if session else boto.client("sagemaker"))
-        backend.session, backend.config = session, config
-        return backend
+    def sdk_config(cls) -> dict:
+        """The user's SDK config files (VPC, KMS keys, tags) with the telemetry opt-out merged in."""
+        config = cls.load_sagemaker_config()
+        config.setdefault("SchemaVersion", "1.0")
+        modules = config.setdefault("SageMaker", {}).setdefault("PythonSDK", {}).setdefault("Modules", {})
+        modules["TelemetryOptOut"] = True
+        return config
+
+    def output_path(self) -> str:
+        """Where jobs write: --output-path, or a folder of this checkout in local mode."""
+        return self.target.output_path or f"file://{REPO / 'build' / 'local-mode'}"
 
     def model_data_of(self, source: str) -> str:
         """An s3:// or file:// model.tar.gz as given, or the artifacts of a training job by name."""

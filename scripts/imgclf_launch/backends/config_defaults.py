@@ -1,22 +1,5 @@
-"""The user's SDK config defaults (``SageMaker.<Resource>`` in config.yaml) applied to a request the
-way SDK 2.257 applies them, for the 3.x backend, which builds its requests itself.
-
-2.x does not merge a section blindly (sagemaker/session.py ``train``, ``_get_tuning_request``,
-``_create_model_request``, ``endpoint_from_production_variants``, ``create_endpoint``,
-``transform``; estimator.py, model.py, transformer.py):
-
-- ``ResourceConfig.VolumeKmsKeyId`` (training and tuning jobs) and ``EndpointConfig.KmsKeyId`` only
-  for instance types with EBS storage (``instance_supports_kms``; botocore's CreateTrainingJob
-  documentation: "You can't request a VolumeKmsKeyId when using an instance type with local storage");
-- ``DataCaptureConfig`` and ``AsyncInferenceConfig`` only into a request that has them (their
-  other fields are required, and the config schema holds only their KMS keys);
-- ``Model.Containers`` only into a multi-container model (ours has a ``PrimaryContainer``);
-- ``EndpointConfig.ProductionVariants`` item by item, an item only where the merged item has a
-  ``CoreDumpConfig.DestinationS3Uri``: never for ours (they have no CoreDumpConfig, and the config
-  schema holds only its KmsKeyId);
-- a tuning job's training-job definition takes the trial fields of ``SageMaker.TrainingJob``, the
-  tuning job its tags; config tags are appended where the request has no tag of that key.
-"""
+"""The user's SDK config defaults (``SageMaker.<Resource>``) applied to the 3.x backend's requests
+where SDK 2.257 applies them (docs/launchers.md, "Your SDK config")."""
 
 from __future__ import annotations
 
@@ -29,8 +12,7 @@ CONFIG_KEYS = {"CreateTrainingJob": "TrainingJob", "CreateHyperParameterTuningJo
 TRIAL_CONFIG_FIELDS = ("OutputDataConfig", "VpcConfig", "EnableNetworkIsolation", "EnableInterContainerTrafficEncryption",
                        "Environment")
 ONLY_WHERE_GIVEN = ("DataCaptureConfig", "AsyncInferenceConfig")
-# 2.x merges these only into shapes our requests never have (a multi-container model; a variant with a
-# core dump destination, which the config schema cannot hold).
+# 2.x merges these only into shapes our requests never have.
 NEVER_FOR_OURS = {"CreateModel": "Containers", "CreateEndpointConfig": "ProductionVariants"}
 
 SupportsKms = Callable[[str], bool]

@@ -8,22 +8,11 @@ from imgclf.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC, OBJECTIVE_TYPE
 from ..debugger import rule_config_function
 from ..flags import LaunchError
 from ..jobs import Debugger, Deployment, SearchSpace, Target, TrainingJob, TrainingResult, Transform, Tuning, TuningResult
-from ..paths import REPO
-from .base import TENSORBOARD_LOCAL_PATH, Backend, check_config_overrides, with_telemetry_off
-
-
-def sdk_config(dry_run: bool) -> dict:
-    """The SDK defaults the user set up (admin and user config files: VPC, KMS keys, tags) with the
-    telemetry opt-out merged in; the sessions take it as ``sagemaker_config``."""
-    from sagemaker.config import load_sagemaker_config
-
-    check_config_overrides(dry_run)
-    return with_telemetry_off(load_sagemaker_config())
+from .base import TENSORBOARD_LOCAL_PATH, Backend
 
 
 def debugger_arguments(debugger: Debugger) -> dict:
-    """Estimator arguments for the hook, the rules and the profiler. The same CollectionConfig
-    objects throughout: the SDK merges them into one set."""
+    """Estimator arguments for the hook, the rules (sharing its CollectionConfigs, merged by the SDK), the profiler."""
     from sagemaker.debugger import CollectionConfig, DebuggerHookConfig, ProfilerConfig, ProfilerRule, Rule, rule_configs
 
     collections = {c.name: CollectionConfig(c.name, parameters=c.parameters()) for c in debugger.collections}
@@ -50,9 +39,11 @@ def parameter_ranges(space: SearchSpace) -> dict:
 
 
 class Sdk(Backend):
-    major = 2
+    @staticmethod
+    def load_sagemaker_config() -> dict:
+        from sagemaker.config import load_sagemaker_config
 
-    sdk_config = staticmethod(sdk_config)
+        return load_sagemaker_config()
 
     @staticmethod
     def sdk_session(target: Target, boto, config: dict):
@@ -66,8 +57,7 @@ class Sdk(Backend):
         return sagemaker.Session(boto_session=boto, sagemaker_config=config)
 
     def _estimator(self, job: TrainingJob):
-        """A generic Estimator for the image. Spot jobs keep their checkpoints under their own name:
-        a restarted spot job resumes from its own checkpoints, never from another job's."""
+        """A generic Estimator for the image; a spot job's checkpoints under its own name."""
         from sagemaker.debugger import TensorBoardOutputConfig
         from sagemaker.estimator import Estimator
 
@@ -82,7 +72,7 @@ class Sdk(Backend):
         return Estimator(
             image_uri=target.image_uri, role=target.role, instance_count=target.instance_count,
             instance_type=target.instance_type,
-            output_path=target.output_path or (f"file://{REPO / 'build' / 'local-mode'}" if target.local else None),
+            output_path=self.output_path(),
             hyperparameters=job.hyperparameters | ({"sagemaker_torch_distributed_enabled": "true"} if target.distributed else {}),
             metric_definitions=METRIC_DEFINITIONS, max_run=target.max_run, sagemaker_session=self.session,
             debugger_hook_config=debug.pop("debugger_hook_config", False),  # 2.257 adds one to every job otherwise
@@ -121,10 +111,8 @@ class Sdk(Backend):
                      **hosting_arguments(target, deployment))
 
     def transform(self, spec: Transform, wait: bool) -> str:
-        """Create the model and run the transform job (SplitType None: each object is one request);
-        returns where the ``<object>.out`` files go. BatchStrategy is given because SDK 2.257's local
-        mode reads the container's /execution-parameters spelling (SINGLE_RECORD, as AWS documents
-        it) as an invalid strategy; the API's spelling is SingleRecord."""
+        """The model and the transform job, with BatchStrategy given (docs/launchers.md, "Batch transform");
+        returns where the ``<object>.out`` files go."""
         from sagemaker.model import Model
 
         target = self.target
