@@ -21,10 +21,11 @@ BUILD_ARGS := $(foreach v,BASE_IMAGE BUILDER_IMAGE WITH_COMPILER PIP_INDEX_URL P
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements-dev.txt container/requirements.txt container/pyproject.toml scripts/requirements-sdk2.txt scripts/pyproject.toml
+$(VENV)/.installed: requirements-dev.txt container/requirements.txt container/requirements-openvino.txt container/pyproject.toml scripts/requirements-sdk2.txt scripts/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements-dev.txt -e container -e scripts
+	$(VENV)/bin/pip install -q --no-deps -r container/requirements-openvino.txt
 	touch $@
 
 venv: $(VENV)/.installed  ## create .venv: the image's packages, the launchers on SDK 2.x, the test tools

@@ -23,13 +23,16 @@ from torch import nn
 
 from imgclf.model import load_artifacts
 from imgclf.preprocess import ImageSpec, decode_for_eval, normalize
+from imgclf.serving import engines
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
 class Forward:
+    engine: str
     precision: str
     layout: str
     batch: int
@@ -42,19 +45,27 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def random_batch(batch: int, spec: ImageSpec) -> torch.Tensor:
+    return torch.randint(0, 256, (batch, 3, spec.image_size, spec.image_size), dtype=torch.uint8)
+
+
 @torch.inference_mode()
 def time_forward(model: nn.Module, spec: ImageSpec, batch: int, dtype: torch.dtype, layout: torch.memory_format,
-                 device: torch.device, seconds: float, min_runs: int = 3) -> float:
-    """Median seconds per batch, after one warm-up batch; runs at least ``min_runs``, then until ``seconds``."""
-    side = spec.image_size
-    images = torch.randint(0, 256, (batch, 3, side, side), dtype=torch.uint8)
-    model(normalize(images, spec, device, dtype).contiguous(memory_format=layout))
+                 device: torch.device, seconds: float) -> float:
+    """Median seconds per batch of eager torch, cast as ``serve`` casts it."""
+    images = random_batch(batch, spec)
+    return time_calls(lambda: model(normalize(images, spec, device, dtype).contiguous(memory_format=layout)), device, seconds)
+
+
+def time_calls(work, device: torch.device, seconds: float, min_runs: int = 3) -> float:
+    """Median seconds per ``work()``, after one warm-up call; runs at least ``min_runs``, then until ``seconds``."""
+    work()
     _sync(device)
     times: list[float] = []
     deadline = time.perf_counter() + seconds
     while len(times) < min_runs or time.perf_counter() < deadline:
         start = time.perf_counter()
-        model(normalize(images, spec, device, dtype).contiguous(memory_format=layout))
+        work()
         _sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
@@ -65,7 +76,7 @@ def sweep(model: nn.Module, spec: ImageSpec, device: torch.device, precisions: l
     """Every precision x layout x batch; the caller picks the best batch of each pair. The model runs on
     a thread of its own, as in ``serve``: with 2 intra-op threads on a busy 2-core host, ResNet-50 ran
     2-3x slower called from the main thread than from another one (torch 2.14, oneDNN)."""
-    results = []
+    results: list[Forward] = []
     with ThreadPoolExecutor(1, thread_name_prefix="forward") as thread:  # serve runs the model on its batcher thread
         for precision in precisions:
             for layout in layouts:
@@ -73,16 +84,26 @@ def sweep(model: nn.Module, spec: ImageSpec, device: torch.device, precisions: l
                 for batch in batches:
                     per_batch = thread.submit(time_forward, net, spec, batch, PRECISIONS[precision], LAYOUTS[layout],
                                               device, seconds).result()
-                    results.append(Forward(precision, layout, batch, batch / per_batch, per_batch * 1000))
-    model.to("cpu", dtype=torch.float32, memory_format=torch.contiguous_format)
+                    results.append(Forward("torch", precision, layout, batch, batch / per_batch, per_batch * 1000))
+        model.to("cpu", dtype=torch.float32, memory_format=torch.contiguous_format)
+        if device.type == "cpu" and engines.choose("auto", device) == "openvino":
+            for precision in precisions:
+                results += thread.submit(_openvino, model, spec, precision, batches, seconds).result()
     return results
 
 
-def best(results: list[Forward]) -> dict[tuple[str, str], Forward]:
-    """The fastest batch size of each (precision, layout)."""
-    top: dict[tuple[str, str], Forward] = {}
+def _openvino(model: nn.Module, spec: ImageSpec, precision: str, batches: list[int], seconds: float) -> list[Forward]:
+    """The engine ``serve`` runs on CPUs (imgclf.serving.engines): normalisation, network and softmax, compiled."""
+    infer = engines.openvino_engine(model, spec, PRECISIONS[precision], torch.get_num_threads())
+    per_batch = {batch: time_calls(lambda b=random_batch(batch, spec): infer(b), CPU, seconds) for batch in batches}
+    return [Forward("openvino", precision, "-", b, b / t, t * 1000) for b, t in per_batch.items()]
+
+
+def best(results: list[Forward]) -> dict[tuple[str, str, str], Forward]:
+    """The fastest batch size of each (engine, precision, layout)."""
+    top: dict[tuple[str, str, str], Forward] = {}
     for r in results:
-        key = (r.precision, r.layout)
+        key = (r.engine, r.precision, r.layout)
         if key not in top or r.images_per_s > top[key].images_per_s:
             top[key] = r
     return top
@@ -112,11 +133,13 @@ def on_thread(work, *args):
 
 def print_forward(results: list[Forward], title: str) -> None:
     print(title)
-    print(f"  {'precision':>9} {'layout':>13} {'best batch':>10} {'ms/batch':>9} {'images/s':>9}   (other batches: images/s)")
-    for (precision, layout), top in best(results).items():
+    print(f"  {'engine':>8} {'precision':>9} {'layout':>13} {'best batch':>10} {'ms/batch':>9} {'images/s':>9}"
+          "   (other batches: images/s)")
+    for key, top in best(results).items():
         others = " ".join(f"{r.batch}:{r.images_per_s:.1f}" for r in results
-                          if (r.precision, r.layout) == (precision, layout) and r.batch != top.batch)
-        print(f"  {precision:>9} {layout:>13} {top.batch:>10} {top.ms_per_batch:>9.1f} {top.images_per_s:>9.1f}   {others}")
+                          if (r.engine, r.precision, r.layout) == key and r.batch != top.batch)
+        print(f"  {top.engine:>8} {top.precision:>9} {top.layout:>13} {top.batch:>10} {top.ms_per_batch:>9.1f} "
+              f"{top.images_per_s:>9.1f}   {others}")
 
 
 def as_json(results: list[Forward]) -> list[dict]:

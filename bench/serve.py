@@ -35,6 +35,7 @@ from random_model import model_dir_or_random
 from imgclf import precision
 from imgclf.model import load_artifacts
 from imgclf.preprocess import ImageSpec
+from imgclf.serving import engines
 
 HERE = Path(__file__).resolve().parent
 
@@ -72,7 +73,7 @@ def measure(name: str, command: list[str], env: dict, port: int, body: bytes, ar
     return results
 
 
-def limits(model_dir: Path, photo: bytes, args) -> tuple[dict[tuple[str, str], forward.Forward], ImageSpec]:
+def limits(model_dir: Path, photo: bytes, args) -> tuple[dict[tuple[str, str, str], forward.Forward], ImageSpec]:
     """(a) and (b): the forward-only sweep and the decode cost, printed; the best batch of each pair."""
     model, spec, _ = load_artifacts(model_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -87,9 +88,9 @@ def limits(model_dir: Path, photo: bytes, args) -> tuple[dict[tuple[str, str], f
     return forward.best(results), spec.image
 
 
-def print_ratios(ours: list[Result], base: list[Result], limit: forward.Forward, serving: str) -> None:
-    print(f"(f) ratios: imgclf / forward-only limit of {serving}, the precision `serve` chose here "
-          f"({limit.layout}, batch {limit.batch}: {limit.images_per_s:.1f} images/s); imgclf / baseline")
+def print_ratios(ours: list[Result], base: list[Result], limit: forward.Forward) -> None:
+    print(f"(f) ratios: imgclf / forward-only limit of {limit.engine} {limit.precision}, the engine and precision "
+          f"`serve` chose here ({limit.layout}, batch {limit.batch}: {limit.images_per_s:.1f} images/s); imgclf / baseline")
     for o, b in zip(ours, base):
         print(f"  concurrency {o.concurrency:>3}: of the limit {o.rps / limit.images_per_s:5.2f}   "
               f"req/s {o.rps / b.rps:5.2f}x the baseline   p99 {o.p99_ms / b.p99_ms:5.2f}x (lower is better)")
@@ -113,13 +114,14 @@ def main() -> None:
             precision.for_device(os.environ.get("IMGCLF_PRECISION", "auto"), "serve", device)]
         port = free_port()
         ours_env = {**os.environ, "SM_MODEL_DIR": str(model_dir), "SAGEMAKER_BIND_TO_PORT": str(port), "IMGCLF_HOST": "127.0.0.1"}
-        ours = measure(f"(c) imgclf serve (nginx, gunicorn, cross-request batching, {serving} channels_last)",
+        engine = engines.choose(os.environ.get("IMGCLF_ENGINE", "auto"), device)
+        ours = measure(f"(c) imgclf serve (nginx, gunicorn, cross-request batching, {engine} {serving})",
                        [str(Path(sys.executable).parent / "serve")], ours_env, port, photo, args)
         port = free_port()
         base = measure("(d) baseline (model_fn/input_fn/predict_fn, one request at a time, fp32)",
                        [sys.executable, str(HERE / "baseline.py"), str(model_dir), str(port)], dict(os.environ), port, photo, args)
-    limit = max((f for (p, _), f in best.items() if p == serving), key=lambda f: f.images_per_s)
-    print_ratios(ours, base, limit, serving)
+    limit = max((f for (e, p, _), f in best.items() if (e, p) == (engine, serving)), key=lambda f: f.images_per_s)
+    print_ratios(ours, base, limit)
 
 
 if __name__ == "__main__":

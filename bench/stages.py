@@ -4,8 +4,9 @@
     python bench/stages.py --model-dir build/demo/model --concurrency 1,8,32 --requests 200
     IMGCLF_MAX_BATCH_SIZE=16 IMGCLF_TORCH_THREADS=1 python bench/stages.py   # any serving setting
 
-The app runs in this process (bench/inprocess.py: werkzeug's threaded server, no nginx or gunicorn;
-the nginx hop is under 1 ms) with its own Predictor and Batcher, timestamped from outside:
+The app runs in this process, with serve's allocator settings (bench/inprocess.py: werkzeug's
+threaded server, no nginx or gunicorn; the nginx hop is under 1 ms) with its own Predictor and
+Batcher, timestamped from outside:
 - decode: Predictor.preprocess (bytes -> uint8 crop), in the request thread;
 - queue: from Batcher.submit until the batcher thread takes the request into a batch;
 - assemble: from being taken until the forward pass starts (waiting up to max_batch_wait_ms for
@@ -34,6 +35,7 @@ from photos import write_photo_dataset
 from random_model import model_dir_or_random
 
 from imgclf.serving.predictor import Batcher, Predictor
+from imgclf.serving.server import start_with_allocator_env
 
 STAGES = ("decode", "queue", "assemble", "forward", "handoff", "http")
 
@@ -129,6 +131,7 @@ def print_profile(levels: list[dict], config) -> None:
 
 
 def main() -> None:
+    start_with_allocator_env()  # the allocator settings serve runs with
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, help="artifacts from train (default: a random ResNet-50)")
     add_level_arguments(parser, "1,32", 100, 60)

@@ -24,6 +24,7 @@ from baseline import train_baseline  # python bench/train.py: bench/ is on sys.p
 from photos import write_photo_dataset
 
 from imgclf.config import TrainingEnv
+from imgclf import precision
 from imgclf.hyperparameters import Hyperparameters
 from imgclf.tensorboard import Board
 from imgclf.train import train
@@ -83,9 +84,10 @@ def main() -> None:
     torch.manual_seed(0)
     baseline = train_baseline(data, args.arch, args.image_size, args.epochs, args.batch_size, device)
     print(f"  baseline (ImageFolder + PIL each epoch, fp32): {baseline:8.1f} images/s")
+    chosen = {v: k for k, v in precision.DTYPES.items()}[precision.for_device("auto", "train", device)]
     for augment_on in ("cpu", "device"):
         ours = train_ours(data, args, augment_on)
-        print(f"  imgclf, augmentation on the {augment_on:6} (decode once, mixed precision): {ours:8.1f} images/s"
+        print(f"  imgclf, augmentation on the {augment_on:6} (decode once, {chosen}): {ours:8.1f} images/s"
               f"  = {ours / baseline:.2f}x the baseline")
         if args.tensorboard:
             BOARD_SECONDS[0] = 0.0

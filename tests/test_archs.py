@@ -1,6 +1,6 @@
 """Every arch the hyperparameter table allows, end to end on the CPU: its ImageNet weights from the
 `pretrained` channel under torchvision's file name, one training step with the backbone frozen,
-the artifacts, and one request served by the Flask app."""
+the artifacts, and one request served by the Flask app, by eager torch and by OpenVINO alike."""
 
 from __future__ import annotations
 
@@ -44,8 +44,9 @@ def job_env(root: Path, arch: str) -> TrainingEnv:
                        ("algo-1",), allow_cpu=True)
 
 
-def serve_one(model_dir: Path) -> dict:
-    config = ServingConfig.from_environ(gpus=0, cpus=2, environ={"SM_MODEL_DIR": str(model_dir), "IMGCLF_ALLOW_CPU": "true"})
+def serve_one(model_dir: Path, engine: str) -> dict:
+    environ = {"SM_MODEL_DIR": str(model_dir), "IMGCLF_ALLOW_CPU": "true", "IMGCLF_ENGINE": engine, "IMGCLF_PRECISION": "fp32"}
+    config = ServingConfig.from_environ(gpus=0, cpus=2, environ=environ)
     client = create_app(config, load_artifacts(model_dir)).test_client()
     deadline = time.monotonic() + 60
     while (response := client.post("/invocations", data=png(9), content_type="image/png")).status_code == 503:
@@ -74,8 +75,10 @@ def test_each_arch_loads_imagenet_weights_trains_saves_and_serves(tmp_path, arch
         assert torch.equal(parameter, imagenet[name]) != name.startswith(head), name
     assert model.get_submodule(ARCHS[arch].head).out_features == 2 and spec.arch == arch
     assert any(re.match(ARCHS[arch].activations, f"{name}_input_0") for name, _ in model.named_modules())
-    answer = serve_one(env.model_dir)
-    assert {p["label"] for p in answer["predictions"][0]} == {"c0", "c1"}, answer
+    answers = {engine: serve_one(env.model_dir, engine)["predictions"][0] for engine in ("torch", "openvino")}
+    assert {p["label"] for p in answers["openvino"]} == {"c0", "c1"}, answers
+    scores = [{p["label"]: p["probability"] for p in answer} for answer in answers.values()]
+    assert all(abs(scores[0][label] - scores[1][label]) < 1e-3 for label in scores[0]), answers
 
 
 def test_the_debugger_collection_follows_the_arch():

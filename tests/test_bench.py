@@ -17,7 +17,7 @@ from imgclf_launch.paths import REPO
 
 # A bare GPU machine's python3 has torch, torchvision, numpy, Pillow, requests, psutil, pandas,
 # scikit-learn, matplotlib and Werkzeug; it lacks these, and `make gpu-wheels` brings none of them.
-ABSENT_THERE = ("smdebug", "sagemaker_training", "tensorboardX", "gunicorn", "boto3", "sagemaker")
+ABSENT_THERE = ("smdebug", "sagemaker_training", "tensorboardX", "gunicorn", "boto3", "sagemaker", "openvino")
 
 BLOCKER = """
 import importlib.util, runpy, sys

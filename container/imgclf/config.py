@@ -138,6 +138,9 @@ def cpu_allowed(environ: Mapping[str, str]) -> bool:
     return _env_converted(environ, ALLOW_CPU_ENV, "false", boolean())
 
 
+ENGINES = ("auto", "torch", "openvino")  # what runs the network in serve: imgclf.serving.engines
+
+
 @dataclass(frozen=True)
 class ServingConfig:
     """How ``serve`` runs, from SageMaker's hosting variables (and a few of our own, IMGCLF_*)."""
@@ -160,6 +163,7 @@ class ServingConfig:
         ("IMGCLF_MAX_IMAGES_PER_REQUEST", "256", "instances in one JSON request (413 above)"),
         ("IMGCLF_MAX_BATCH_SIZE", "32 on GPU, 8 on CPU", "images in one forward pass across concurrent requests"),
         ("IMGCLF_MAX_BATCH_WAIT_MS", "5", "how long the batcher waits for requests still decoding (0: never)"),
+        ("IMGCLF_ENGINE", "auto", "what runs the network: auto (OpenVINO on CPUs, torch on GPUs), torch or openvino"),
         ("IMGCLF_PRECISION", "auto", "auto, fp32, bf16 or fp16 (auto: fp16 on GPU, bf16 on CPUs with native bf16, else fp32)"),
         ("IMGCLF_ALLOW_CPU", "false", "true: serve on the CPU of a host whose GPUs torch cannot use (else `/ping` answers 500)"),
         ("IMGCLF_TOP_K", "5", "labels per image when the request names no `top_k`"),
@@ -185,6 +189,7 @@ class ServingConfig:
     max_images_per_request: int
     max_batch_size: int
     max_batch_wait_ms: int
+    engine: str
     precision: str
     allow_cpu: bool
     default_top_k: int
@@ -224,6 +229,7 @@ class ServingConfig:
             # CPUs run ResNets fastest per image at small batches (cache-sized activations).
             max_batch_size=_env_int(environ, "IMGCLF_MAX_BATCH_SIZE", 32 if gpus else 8),
             max_batch_wait_ms=_env_int(environ, "IMGCLF_MAX_BATCH_WAIT_MS", 5, minimum=0),
+            engine=_env_converted(environ, "IMGCLF_ENGINE", "auto", choice(ENGINES)),
             precision=_env_converted(environ, "IMGCLF_PRECISION", "auto", choice(PRECISIONS)),
             allow_cpu=cpu_allowed(environ),
             default_top_k=_env_int(environ, "IMGCLF_TOP_K", 5),

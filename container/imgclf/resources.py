@@ -19,9 +19,10 @@ CGROUP = Path("/sys/fs/cgroup")
 # what one decode may hold per pixel of the cap (a progressive 4:4:4 JPEG, the costliest accepted
 # image at that cap: preprocess.ACCEPTED_FORMATS gives costlier formats fewer pixels),
 DECODE_BYTES_PER_PIXEL = 6
-# serve, nginx and the first worker's runtime, torch included, and each worker's own share besides its model (activations, allocator slack).
+# serve, nginx and the first worker's runtime, torch included, and each worker's own share besides its model
+# (activations, allocator slack, OpenVINO's libraries and compiled model).
 RUNTIME_BYTES = 550_000_000
-WORKER_BYTES = 150_000_000
+WORKER_BYTES = 250_000_000
 MIN_IMAGE_PIXELS = 4_000_000  # below this the envelope does not fit: serve warns and keeps this cap
 
 

@@ -47,7 +47,7 @@ def _warm(config: ServingConfig, artifacts: tuple, state: dict, health: Health |
     start = time.perf_counter()
     try:
         predictor = Predictor(artifacts, config.max_batch_size, config.max_batch_wait_ms, config.max_image_pixels,
-                              config.precision, config.decode_slots, config.allow_cpu)
+                              config.precision, config.decode_slots, config.allow_cpu, config.engine)
         predictor.warm_up()
     except Exception as e:
         log.exception("could not load the model from %s", config.model_dir)
@@ -60,8 +60,9 @@ def _warm(config: ServingConfig, artifacts: tuple, state: dict, health: Health |
         health.report(os.getpid(), WARMED)
     model_spec = predictor.model_spec
     log.info(
-        "model %s (%d classes, %d px) ready on %s in %s in %.1f s",
+        "model %s (%d classes, %d px) ready on %s in %s, run by %s, in %.1f s",
         model_spec.arch, model_spec.num_classes, model_spec.image.image_size, predictor.device, predictor.dtype,
+        predictor.engine,
         time.perf_counter() - start,
     )
 

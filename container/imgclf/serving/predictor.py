@@ -18,7 +18,8 @@ from torch import nn
 from .. import gpu, precision
 from ..data import ClassInfo
 from ..model import ModelSpec
-from ..preprocess import ImageError, decode_for_eval, normalize
+from ..preprocess import ImageError, decode_for_eval
+from . import engines
 
 log = logging.getLogger(__name__)
 
@@ -175,20 +176,21 @@ class Predictor:
     """
 
     def __init__(self, artifacts: tuple[nn.Module, ModelSpec, list[ClassInfo]], max_batch: int, max_wait_ms: int,
-                 max_image_pixels: int, precision_setting: str, decode_slots: int, allow_cpu: bool = False):
+                 max_image_pixels: int, precision_setting: str, decode_slots: int, allow_cpu: bool = False,
+                 engine_setting: str = "auto"):
         model, self.model_spec, self.classes = artifacts
         self.device = gpu.select_device(0, allow_cpu)  # each worker sees only its own GPU
         self.dtype = precision.for_device(precision_setting, "serve", self.device)
-        self.model = model.to(self.device, dtype=self.dtype, memory_format=torch.channels_last).eval()
+        self.engine = engines.choose(engine_setting, self.device)
+        self._engine = engines.build(self.engine, model, self.model_spec.image, self.device, self.dtype,
+                                     torch.get_num_threads())
         self.max_batch = max_batch
         self.max_image_pixels = max_image_pixels
         self._decode_slots = threading.BoundedSemaphore(decode_slots)
         self._batcher = Batcher(self._infer, max_batch, max_wait_ms)
 
-    @torch.inference_mode()
     def _infer(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.model(normalize(images, self.model_spec.image, self.device, self.dtype))
-        return logits.float().softmax(1).cpu()
+        return self._engine(images)
 
     def warm_up(self) -> None:
         """Run the model once at batch size 1 and at the largest batch, through the batcher, and

@@ -41,11 +41,15 @@ def _pre_fork(server, worker) -> None:
         worker.gpu = min(set(range(gpus)) - taken, default=worker.age % gpus)
 
 
-# glibc reads this when a process starts: with a fixed mmap threshold, every buffer of 1 MiB or more
-# (Pillow allocates images in 16 MiB blocks) is its own mapping, returned to the system when freed.
-# glibc's default raises the threshold as large blocks are freed, after which decoded images land in
-# per-thread arenas that keep their peak (5.1 GB still held 10 s after six 8000x8000 images).
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1024 * 1024)}
+# Read when the process starts: images (Pillow's blocks) are mapped apart and unmapped when freed, the
+# model's activations are reused from the heap (docs/design.md: "Freed image memory goes back, activations stay").
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024), "PILLOW_BLOCK_SIZE": "64m"}
+
+
+def start_with_allocator_env() -> None:
+    """Start this process again, the same way, with MALLOC_ENV set where it is not (read only at start)."""
+    if any(name not in os.environ for name in MALLOC_ENV):
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**MALLOC_ENV, **os.environ})
 
 
 def _post_fork(server, worker) -> None:
@@ -184,8 +188,7 @@ def _log_envelope(config: ServingConfig, limits: resources.Resources) -> None:
 
 
 def main() -> int:
-    if any(name not in os.environ for name in MALLOC_ENV):  # start again, the same way, with it set
-        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**MALLOC_ENV, **os.environ})
+    start_with_allocator_env()
     setup_logging()  # workers inherit it through fork
     nginx = find_nginx()
     try:

@@ -1,0 +1,47 @@
+"""The engines that run the network in `serve`: which one each setting picks, and OpenVINO's answers
+against eager torch's on the same weights (every arch is served by both in tests/test_archs.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from imgclf.config import ENGINES, ServingConfig
+from imgclf.hyperparameters import ConfigError
+from imgclf.model import build_model
+from imgclf.preprocess import ImageSpec
+from imgclf.serving import engines
+
+CUDA = torch.device("cuda")
+
+
+def test_auto_is_openvino_on_cpus_and_torch_on_gpus():
+    assert engines.choose("auto", engines.CPU) == "openvino"
+    assert engines.choose("auto", CUDA) == "torch"
+    assert engines.choose("torch", engines.CPU) == "torch"
+    with pytest.raises(ConfigError, match="IMGCLF_ENGINE=openvino runs on CPUs only; this worker serves on cuda"):
+        engines.choose("openvino", CUDA)
+
+
+@pytest.mark.parametrize("setting", ENGINES)
+def test_every_engine_is_a_serving_setting(setting):
+    assert ServingConfig.from_environ(gpus=0, cpus=2, environ={"IMGCLF_ENGINE": setting}).engine == setting
+
+
+def test_an_unknown_engine_is_refused_by_name():
+    with pytest.raises(ConfigError, match="IMGCLF_ENGINE"):
+        ServingConfig.from_environ(gpus=0, cpus=2, environ={"IMGCLF_ENGINE": "onnx"})
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)])
+def test_openvino_answers_as_torch_does_at_any_batch_size(dtype, tolerance):
+    torch.manual_seed(0)
+    model, spec = build_model("resnet18", 5).eval(), ImageSpec(64)
+    reference = engines.torch_engine(model, spec, engines.CPU, torch.float32)
+    converted = engines.openvino_engine(model, spec, dtype, threads=2)
+    for batch in (1, 3):
+        images = torch.randint(0, 256, (batch, 3, 64, 64), dtype=torch.uint8)
+        expected, answer = reference(images), converted(images)
+        assert answer.shape == (batch, 5) and answer.dtype == torch.float32
+        assert torch.allclose(answer.sum(1), torch.ones(batch), atol=1e-3)
+        assert (answer - expected).abs().max() < tolerance
