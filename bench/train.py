@@ -27,7 +27,7 @@ from imgclf.config import TrainingEnv
 from imgclf import precision
 from imgclf.hyperparameters import Hyperparameters
 from imgclf.tensorboard import Board
-from imgclf.train import run
+from imgclf.train import train
 
 BOARD_SECONDS = [0.0]  # time spent inside the TensorBoard board's methods: its direct cost
 _depth = [0]
@@ -61,7 +61,7 @@ def train_ours(data: Path, args: argparse.Namespace, augment_on: str, tensorboar
                           channels={"train": data}, num_cpus=torch.get_num_threads(),
                           current_host="localhost", hosts=("localhost",))
         start = time.perf_counter()
-        run(hp, env)
+        train(hp, env)
         return args.images * args.epochs / (time.perf_counter() - start)
 
 

@@ -66,7 +66,7 @@ def test_each_arch_loads_imagenet_weights_trains_saves_and_serves(tmp_path, arch
     env = job_env(tmp_path, arch)
     hp = parse_hyperparameters(["--arch", arch, "--image-size", "32", "--batch-size", "4", "--epochs", "1",
                                 "--freeze-backbone", "true", "--rules", "none", "--tensorboard", "false"])
-    summary = train.run(hp, env)
+    summary = train.train(hp, env)
     assert summary["best_epoch"] == 1 and len(summary["history"]) == 1
     imagenet = torch.load(next((tmp_path / "pretrained").iterdir()), weights_only=True)
     model, spec, classes = load_artifacts(env.model_dir)

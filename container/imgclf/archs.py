@@ -1,11 +1,5 @@
-"""The architectures ``arch`` accepts, one entry each, read by the model, evaluation, the freeze rule
-and the launchers' Debugger collection. ``weights``: the torchvision ImageNet weights the
-``pretrained`` channel supplies (their file name, evaluation resize and interpolation come from
-torchvision). ``head``: the classifier's last Linear, built for the job's classes; freeze-backbone
-trains only it. ``activations``: the smdebug include_regex (module name + ``_input_N``) of the
-activation inputs PoorWeightInitialization reads. Each downsamples by 32, as train's batch check
-assumes. No torch here: the launchers import it.
-"""
+"""The architectures ``arch`` accepts, one entry each; each downsamples by 32, as train's batch check assumes.
+No torch here: the launchers import it."""
 
 from __future__ import annotations
 
@@ -14,9 +8,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Arch:
-    weights: str
-    head: str
-    activations: str
+    weights: str  # the torchvision ImageNet weights (file name, evaluation resize and interpolation)
+    head: str  # the classifier's last Linear: built for the job's classes, all that freeze-backbone trains
+    activations: str  # smdebug include_regex of the activation inputs PoorWeightInitialization reads
 
 
 RESNET = ("fc", r".*relu_input")

@@ -1,10 +1,4 @@
-"""Training augmentation a batch at a time on the training device (``augment-on=device``).
-
-The loader workers only pad the cached uint8 images into one batch; the device then draws each
-image's RandomResizedCrop box (as torchvision samples it), resamples every box to the training
-size in one ``roi_align`` call (bilinear, averaging over the box's pixels when shrinking) and
-flips half of them.
-"""
+"""Training augmentation a batch at a time on the training device (docs/training.md#how-it-trains-fast)."""
 
 from __future__ import annotations
 
@@ -20,9 +14,7 @@ TRIES = 10
 
 
 def pad_collate(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """uint8 CHW images of different sizes -> (one batch padded by repeating each image's last row
-    and column, each image's (height, width), targets). Edge padding keeps bilinear sampling at a
-    crop's border from reading anything but the image."""
+    """uint8 CHW images -> (one batch edge-padded, so a crop's border samples only the image, their sizes, targets)."""
     sizes = torch.tensor([image.shape[1:] for image, _ in batch])
     height, width = sizes.max(0).values.tolist()
     out = torch.empty(len(batch), 3, height, width, dtype=torch.uint8)
@@ -35,8 +27,7 @@ def pad_collate(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, to
 
 
 def crop_boxes(sizes: torch.Tensor, min_scale: float) -> torch.Tensor:
-    """RandomResizedCrop(scale=(min_scale, 1), ratio=(3/4, 4/3)) boxes, x1 y1 x2 y2, for images of
-    (height, width) ``sizes``: up to ten draws each, else the central crop torchvision falls back to."""
+    """torchvision's RandomResizedCrop boxes (x1 y1 x2 y2) for images of (height, width) ``sizes``."""
     n = len(sizes)
     height, width = sizes[:, 0].double(), sizes[:, 1].double()
     area = (height * width).unsqueeze(1) * torch.empty(n, TRIES, dtype=torch.float64).uniform_(min_scale, 1.0)

@@ -1,17 +1,4 @@
-"""Per-epoch checkpoints: SageMaker syncs /opt/ml/checkpoints to S3 for managed spot training and
-restores it into the next job. The launchers give every job (and every tuner trial) the same S3
-location, so each run keeps its own folder, ``<TRAINING_JOB_NAME>-<digest of its settings>``
-(SageMaker sets TRAINING_JOB_NAME, which sagemaker-training reads as ``params.TRAINING_JOB_ENV``;
-the SDK's local mode sets it too, sagemaker/local/image.py):
-a spot restart of the same job (same name, same settings) finds its folder and resumes; another
-job, or the same job with changed optimisation settings, starts its own. Continuing another job's
-run is the explicit ``resume-from`` hyperparameter.
-
-Each folder holds ``last.pt``, ``previous.pt`` (the one before, so one bad file never blocks a
-restart) and ``settings.json`` (what the digest covers, for people). An unreadable checkpoint is
-named in the log, renamed to ``*.corrupt`` and the job goes on from the previous one or from scratch.
-The temporary files of a write that a SIGKILL cut short are removed when the next job starts.
-"""
+"""Per-epoch checkpoints, one folder per job name and run settings (docs/reliability.md#checkpoints)."""
 
 from __future__ import annotations
 
@@ -63,10 +50,9 @@ class Checkpoints:
         """Write ``last.pt``; the one it replaces becomes ``previous.pt``."""
         if not (self.folder / SETTINGS_FILE).exists():
             atomic.write_json(self.folder / SETTINGS_FILE, self.settings)
-        data = {**state, "settings": self.settings}
         if self.path.exists():
             os.replace(self.path, self.folder / PREVIOUS_FILE)
-        atomic.save_torch(self.path, data)
+        atomic.save_torch(self.path, {**state, "settings": self.settings})
         self.saved_epoch = state["epoch"]
 
     def load(self) -> dict | None:
@@ -113,16 +99,8 @@ def other_runs(checkpoint_dir: Path, job_name: str) -> list[Path]:
     return sorted(p for p in checkpoint_dir.glob(prefix + "*") if re.fullmatch(r"[0-9a-f]{12}", p.name[len(prefix):]))
 
 
-def remove_leftovers(checkpoint_dir: Path) -> None:
-    """Delete the half-written files of a job killed while it saved (run by the one process that
-    writes checkpoints, before it writes any)."""
-    for tmp in atomic.remove_leftovers(checkpoint_dir):
-        log.info("removed %s, left by a write that was cut short", tmp)
-
-
 def open_run(checkpoint_dir: Path, job_name: str, settings: dict, resume_from: str) -> tuple[Checkpoints, dict | None]:
-    """This run's checkpoints and the state to resume from: its own newest, else (when
-    ``resume_from`` names a job) that job's run with the same settings."""
+    """This run's checkpoints and the state to resume from: its own newest, else ``resume_from``'s run."""
     own = Checkpoints(checkpoint_dir / run_folder_name(job_name, settings), settings)
     if (checkpoint_dir / CHECKPOINT_FILE).is_file():
         log.info("ignoring %s: checkpoints now live in one folder per job and settings", checkpoint_dir / CHECKPOINT_FILE)
@@ -138,7 +116,6 @@ def open_run(checkpoint_dir: Path, job_name: str, settings: dict, resume_from: s
             f"{checkpoint_dir}" + (f"; its runs differ: {' | '.join(found)}" if found else "")
         )
     log.info("continuing job %s's run from %s (resume-from)", resume_from, source.path)
-    own.saved_epoch = 0
     return own, state
 
 

@@ -1,15 +1,11 @@
-"""Channels in ImageFolder layout -> datasets of uint8 images.
-
-Every image is decoded once up front, in threads: corrupt files are found and skipped
-before training starts, and when the decoded images fit in memory they are kept,
-so later epochs do no JPEG decoding at all.
-"""
+"""Channels in ImageFolder layout -> datasets of uint8 images, each decoded once up front."""
 
 from __future__ import annotations
 
 import logging
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,8 +47,7 @@ def _hidden(part: str) -> bool:
 
 
 def scan_channel(name: str, root: Path) -> dict[str, list[Path]]:
-    """Class folder (its name in Unicode NFC, as channels made on different systems may differ)
-    -> its image files, sorted."""
+    """Class folder (its name in Unicode NFC, which channels made on other systems may not use) -> its images."""
     if not root.is_dir():
         raise ConfigError(f"channel {name!r}: {root} is not a folder")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not _hidden(p.name))
@@ -76,16 +71,10 @@ def scan_channel(name: str, root: Path) -> dict[str, list[Path]]:
 SPLIT_NAMES = {alias.lower() for split in ("train", "valid", "test") for alias in CHANNEL_ALIASES[split]}
 
 
-def _visible_children(folder: Path) -> list[Path]:
-    return [p for p in folder.iterdir() if not _hidden(p.name)]
-
-
 def check_not_dataset_root(name: str, root: Path, folders: list[Path]) -> None:
-    """Refuse a channel that holds a whole dataset (``train/{train,valid,test}/<class>/...``): its
-    "classes" would be the splits. Seen as class folders named like splits, or class folders that
-    hold only folders, the same two or more in each (the real classes, one level down)."""
+    """Refuse a channel that holds a whole dataset (docs/training.md#channels-that-hold-a-whole-dataset)."""
     splits = sorted(p.name for p in folders if p.name.lower() in SPLIT_NAMES)
-    children = {p.name: _visible_children(p) for p in folders}
+    children = {p.name: [k for k in p.iterdir() if not _hidden(k.name)] for p in folders}
     only_folders = all(kids and all(k.is_dir() for k in kids) for kids in children.values())
     inner = [{k.name for k in kids} for kids in children.values()]
     shared = sorted(set.intersection(*inner)) if only_folders and len(inner) > 1 else []
@@ -182,11 +171,9 @@ def load_split(
     with ThreadPoolExecutor(max_workers=threads) as pool:
         decoded = list(pool.map(decode, files))
 
-    kept = [(file, image) for file, image in zip(files, decoded) if image is not None]
-    counts = {c.index: 0 for c in classes}
-    for (_, target), _ in kept:
-        counts[target] += 1
-    empty = [c.folder for c in classes if counts[c.index] == 0]
+    kept = [(path, target, image) for (path, target), image in zip(files, decoded) if image is not None]
+    counts = Counter(target for _, target, _ in kept)
+    empty = [c.folder for c in classes if not counts[c.index]]
     if empty:
         raise ConfigError(f"channel {name!r}: class folder(s) with no readable images: {', '.join(empty)}")
     skipped = len(files) - len(kept)
@@ -194,13 +181,8 @@ def load_split(
         "channel %r: %d images in %d classes, %d unreadable skipped, %s",
         name, len(kept), len(classes), skipped, "cached in memory" if cache else "decoded each epoch",
     )
-    return Split(
-        name=name,
-        paths=[path for (path, _), _ in kept],
-        targets=[target for (_, target), _ in kept],
-        images=[image for _, image in kept] if cache else None,
-        skipped=skipped,
-    )
+    paths, targets, images = (list(column) for column in zip(*kept))  # not empty: every class has an image
+    return Split(name, paths, targets, images if cache else None, skipped)
 
 
 def train_augmentation(spec: ImageSpec, min_scale: float, flip: bool) -> v2.Transform:

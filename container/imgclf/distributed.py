@@ -9,15 +9,13 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Ranks:
-    """This process's place among the training processes (torchrun's ranks), and the collectives
-    every process takes part in. Not a torch process group: the default one does the work."""
+    """This process's place among torchrun's processes, and the collectives they all take part in."""
 
     rank: int = 0
     world_size: int = 1
@@ -64,17 +62,3 @@ def start(ranks: Ranks, device: torch.device) -> None:
 def stop() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-class ShardSampler(Sampler[int]):
-    """Every ``world_size``-th index from ``rank``, in order, without the padding
-    DistributedSampler adds: evaluation counts each image once."""
-
-    def __init__(self, size: int, ranks: Ranks):
-        self.indices = range(ranks.rank, size, ranks.world_size)
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)

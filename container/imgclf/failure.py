@@ -1,6 +1,5 @@
-"""The failure reason SageMaker shows (DescribeTrainingJob's FailureReason: the first 1,024
-characters of /opt/ml/output/failure). Written even when the disk is full or read-only as far as
-the disk allows, and never raising: the exit status, not this file, is what marks a job failed."""
+"""The failure reason SageMaker shows (the first 1,024 characters of /opt/ml/output/failure), written
+as far as the disk allows and never raising: the exit status marks a job failed."""
 
 from __future__ import annotations
 
@@ -32,10 +31,7 @@ def write_failure(output_dir: Path, message: str) -> bool:
 def describe_os_error(e: OSError) -> str:
     """``could not write /opt/ml/model/model.pt: No space left on device (ENOSPC)`` and advice."""
     code = errno.errorcode.get(e.errno or 0, "")
-    if isinstance(e, atomic.WriteError):
-        what = f"could not write {e.filename}"
-    else:
-        what = f"{e.filename}" if e.filename else "system error"
+    what = f"could not write {e.filename}" if isinstance(e, atomic.WriteError) else str(e.filename or "system error")
     advice = {
         errno.ENOSPC: "; give the job a larger volume (VolumeSizeInGB) or write fewer checkpoints",
         errno.EDQUOT: "; the disk quota is used up",

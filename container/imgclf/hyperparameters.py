@@ -1,14 +1,12 @@
-"""Every hyperparameter, declared once as a field of ``Hyperparameters`` (metadata: parser, help,
-run setting); the parser, its errors, checkpoint's run settings and README's table (``python -m
-imgclf.hyperparameters``) read it. No torch here: the laptop launchers import it. SageMaker's
-training toolkit passes hyperparameters as ``--key value`` pairs, every value a string.
-"""
+"""Every hyperparameter, declared once as a field of ``Hyperparameters``, and their parser (``--name value``
+pairs, every value a string). No torch here: the launchers import it."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,41 +32,39 @@ class Parser:
     values: tuple[str, ...] = ()  # a choice's values, for tests that try each
 
 
-def integer(minimum: int, maximum: int | None = None) -> Parser:
-    def convert(text: str) -> int:
-        value = float(text)  # the tuner may send "3.0" for an integer range
-        if not value.is_integer():
-            raise ValueError
-        value = int(value)
-        if value < minimum or (maximum is not None and value > maximum):
+def _checked(convert: Callable[[str], Any], ok: Callable[[Any], Any]) -> Callable[[str], Any]:
+    def checked(text: str) -> Any:
+        value = convert(text)
+        if not ok(value):
             raise ValueError
         return value
 
-    return Parser(convert, f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}")
+    return checked
+
+
+def _whole(text: str) -> int:
+    value = float(text)  # the tuner may send "3.0" for an integer range
+    if not value.is_integer():
+        raise ValueError
+    return int(value)
+
+
+def integer(minimum: int, maximum: int | None = None) -> Parser:
+    top = math.inf if maximum is None else maximum
+    allowed = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
+    return Parser(_checked(_whole, lambda value: minimum <= value <= top), allowed)
 
 
 def number(minimum: float, maximum: float | None = None, *, open_max: bool = False) -> Parser:
-    def convert(text: str) -> float:
-        value = float(text)
-        if not value >= minimum:  # also rejects nan
-            raise ValueError
-        if maximum is not None and (value > maximum or (open_max and value == maximum)):
-            raise ValueError
-        return value
-
-    if maximum is None:
-        return Parser(convert, f"a number >= {minimum:g}")
-    return Parser(convert, f"a number from {minimum:g} to {maximum:g}" + (" (exclusive)" if open_max else ""))
+    top = math.inf if maximum is None else maximum
+    allowed = f"a number >= {minimum:g}" if maximum is None else (
+        f"a number from {minimum:g} to {maximum:g}" + (" (exclusive)" if open_max else ""))
+    return Parser(_checked(float, lambda value: minimum <= value <= top and not (open_max and value == top)), allowed)
 
 
 def choice(choices: Sequence[str]) -> Parser:
-    def convert(text: str) -> str:
-        value = text.strip().lower()
-        if value not in choices:
-            raise ValueError
-        return value
-
-    return Parser(convert, "one of " + ", ".join(choices), tuple(choices))
+    return Parser(_checked(lambda text: text.strip().lower(), lambda value: value in choices),
+                  "one of " + ", ".join(choices), tuple(choices))
 
 
 def to_bool(value: object) -> bool:
@@ -85,11 +81,7 @@ def boolean() -> Parser:
 
 def workers() -> Parser:
     count = integer(0).convert
-
-    def convert(text: str) -> int:
-        return -1 if text.strip().lower() == "auto" else count(text)
-
-    return Parser(convert, "auto or an integer >= 0")
+    return Parser(lambda text: -1 if text.strip().lower() == "auto" else count(text), "auto or an integer >= 0")
 
 
 def rule_list() -> Parser:
@@ -107,27 +99,18 @@ def rule_list() -> Parser:
 
 
 def job_name() -> Parser:
-    def convert(text: str) -> str:
-        value = text.strip()
-        if not TRAINING_JOB_NAME.fullmatch(value):
-            raise ValueError
-        return value
-
-    return Parser(convert, "a training job name (letters, digits and hyphens, at most 63)")
+    return Parser(_checked(str.strip, TRAINING_JOB_NAME.fullmatch),
+                  "a training job name (letters, digits and hyphens, at most 63)")
 
 
 def setting(default: Any, parser: Parser, help: str, *, run: bool = False, shown: str = "") -> Any:
-    """A Hyperparameters field. ``run``: a run setting, one that shapes optimisation, so that a
-    checkpoint made with another value is another run (imgclf.checkpoint). ``shown``: the default
-    as a user would write it, where str() of the value is not that."""
+    """A Hyperparameters field; ``run``: a run setting (docs/training.md#run-settings); ``shown``: the default."""
     return dataclasses.field(default=default, metadata={"parser": parser, "help": help, "run": run, "shown": shown})
 
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    """One job's hyperparameters: users write the field names with dashes (underscores work too).
-    Left out of the run settings on purpose: epochs (a longer job continues a shorter one), and what
-    only observes or schedules the run (early stopping, rules, profiling, workers, caching, compile)."""
+    """One job's hyperparameters: users write the field names with dashes (underscores work too)."""
 
     arch: str = setting("resnet50", choice(ARCHS), "the torchvision network to fine-tune (each one's ImageNet "
                         "weights file and evaluation resize: the architecture table)", run=True)
@@ -209,34 +192,23 @@ def field_of(name: str) -> Hyperparameter:
     return _BY_FIELD[name.replace("-", "_")]
 
 
-def _pairs(argv: Sequence[str]) -> list[tuple[str, str]]:
-    pairs, i = [], 0
-    while i < len(argv):
-        arg = argv[i]
+def _pairs(argv: Sequence[str]) -> Iterator[tuple[str, str]]:
+    args = iter(argv)
+    for arg in args:
         if not arg.startswith("--"):
             raise ConfigError(f"unexpected argument {arg!r}: hyperparameters come as --name value")
-        if "=" in arg:
-            key, value = arg[2:].split("=", 1)
-            i += 1
-        elif i + 1 < len(argv):
-            key, value = arg[2:], argv[i + 1]
-            i += 2
-        else:
-            raise ConfigError(f"hyperparameter {arg[2:]!r} has no value")
-        pairs.append((key, value))
-    return pairs
+        key, equals, value = arg[2:].partition("=")
+        if not equals and (value := next(args, None)) is None:
+            raise ConfigError(f"hyperparameter {key!r} has no value")
+        yield key, value
 
 
 def parse_hyperparameters(argv: Sequence[str]) -> Hyperparameters:
-    """Parse ``--name value`` pairs; names may use dashes or underscores.
-
-    Names starting with an underscore are SageMaker's own (the tuner adds
-    ``_tuning_objective_metric``) and are ignored.
-    """
+    """Parse ``--name value`` pairs; names may use dashes or underscores."""
     values: dict[str, Any] = {}
     given: dict[str, str] = {}
-    for key, text in _pairs(argv):
-        if key.startswith("_"):
+    for key, text in list(_pairs(argv)):  # every pair well-formed first
+        if key.startswith("_"):  # SageMaker's own, such as the tuner's _tuning_objective_metric
             continue
         field = key.replace("-", "_")
         if field in given:
@@ -256,8 +228,7 @@ def parse_hyperparameters(argv: Sequence[str]) -> Hyperparameters:
 
 
 def markdown_table(docs: str = "docs/") -> str:
-    """The hyperparameter table of README.md and docs/reference/hyperparameters.md (tests check that both
-    hold exactly this); ``docs`` is the path from the page to docs/, which the help texts' links are relative to."""
+    """The table of README.md and docs/reference/hyperparameters.md; ``docs``: the path from the page to docs/."""
     rows = ["| name | default | allowed | what it does |", "|---|---|---|---|"]
     rows += [f"| `{h.name}` | {h.default_text} | {h.parser.allowed} | {h.help.replace('](', '](' + docs)} |"
              for h in HYPERPARAMETERS]

@@ -36,8 +36,7 @@ def imagenet_weights_filename(arch: str) -> str:
 
 
 def eval_image_spec(arch: str, image_size: int) -> ImageSpec:
-    """The evaluation resize (as a ratio to the crop) and interpolation the arch's ImageNet weights
-    declare, at ``image_size``."""
+    """The evaluation resize (as a ratio to the crop) and interpolation the arch's ImageNet weights declare."""
     transform = imagenet_weights(arch).transforms()
     resize = round(image_size * transform.resize_size[0] / transform.crop_size[0])
     return ImageSpec(image_size, resize_size=resize, interpolation=transform.interpolation.value)
@@ -65,15 +64,15 @@ def load_imagenet_weights(model: nn.Module, arch: str, pretrained_dir: Path | No
                               "replace it or set pretrained=false") from None
     else:
         weights = imagenet_weights(arch)
+        filename = imagenet_weights_filename(arch)
         log.info("ImageNet weights for %s from torch's hub cache or %s", arch, weights.url)
         try:
             state = weights.get_state_dict(progress=False)
         except Exception as e:
             raise ConfigError(
                 f"could not get ImageNet weights for {arch}: no 'pretrained' channel, no "
-                f"{Path(torch.hub.get_dir()) / 'checkpoints' / imagenet_weights_filename(arch)}, and the download "
-                f"failed ({type(e).__name__}: {e}). Add a 'pretrained' channel holding "
-                f"{imagenet_weights_filename(arch)} or set pretrained=false."
+                f"{Path(torch.hub.get_dir()) / 'checkpoints' / filename}, and the download failed "
+                f"({type(e).__name__}: {e}). Add a 'pretrained' channel holding {filename} or set pretrained=false."
             ) from None
     head = ARCHS[arch].head + "."
     try:  # the model keeps its own head, sized for the job's classes
@@ -111,10 +110,8 @@ class ModelSpec:
     image: ImageSpec
 
     def to_json(self) -> dict:
-        image = self.image
-        return {"arch": self.arch, "num_classes": self.num_classes, "image_size": image.image_size,
-                "mean": list(image.mean), "std": list(image.std), "format_version": FORMAT_VERSION,
-                "resize_size": image.resize_size, "interpolation": image.interpolation}
+        return {"arch": self.arch, "num_classes": self.num_classes, "format_version": FORMAT_VERSION,
+                **asdict(self.image)}
 
     @classmethod
     def from_json(cls, raw: dict) -> ModelSpec:

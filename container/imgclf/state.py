@@ -1,5 +1,4 @@
-"""What a checkpoint carries: the objects training changes and where it stands, as one object
-with ``state_dict()`` / ``load_state_dict()`` like the torch objects inside it."""
+"""What a checkpoint carries, with ``state_dict()`` / ``load_state_dict()`` like the torch objects inside it."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""SIGTERM (SageMaker's stop, a spot reclaim) in the training program: an exception raised where
-the program is, except inside ``finish_first()`` blocks (the checkpoint write), which complete and
-then stop. The stop is raised once: under torchrun each process hears SIGTERM twice."""
+"""SIGTERM in the training program: raised where the program is, except inside ``finish_first()``
+blocks, which complete first (docs/design.md#a-stop-lets-the-checkpoint-write-finish)."""
 
 from __future__ import annotations
 
@@ -13,10 +12,7 @@ T = TypeVar("T")
 
 
 class Interrupted(BaseException):
-    """SIGTERM: the job is being stopped or its spot instance reclaimed.
-
-    A BaseException, like KeyboardInterrupt, so no library's ``except Exception`` swallows it.
-    """
+    """SIGTERM; a BaseException, like KeyboardInterrupt, so no library's ``except Exception`` swallows it."""
 
 
 _depth = 0
@@ -24,21 +20,18 @@ _pending: str | None = None
 _raised = False
 
 
-def _raise(name: str) -> None:
-    global _raised
-    _raised = True
+def _raise_pending() -> None:
+    global _pending, _raised
+    name, _pending, _raised = _pending, None, True
     raise Interrupted(name)
 
 
 def _handler(signum: int, _frame) -> None:
     global _pending
-    name = signal.Signals(signum).name
-    if _raised:
-        return
-    if _depth:
-        _pending = name
-    else:
-        _raise(name)
+    if not _raised:
+        _pending = signal.Signals(signum).name
+        if not _depth:
+            _raise_pending()
 
 
 def install() -> None:
@@ -50,21 +43,18 @@ def install() -> None:
 @contextlib.contextmanager
 def finish_first() -> Iterator[None]:
     """Let the block finish when SIGTERM arrives inside it; raise Interrupted right after."""
-    global _depth, _pending
+    global _depth
     _depth += 1
     try:
         yield
     finally:
         _depth -= 1
     if _pending and not _depth:
-        name, _pending = _pending, None
-        _raise(name)
+        _raise_pending()
 
 
 def between_items(items: Iterable[T]) -> Iterator[T]:
-    """``items`` with a stop landing between two of them, never inside one's fetch: a DataLoader
-    batch arrives as a file descriptor its worker hands over, and a stop in mid hand-over leaves the
-    worker printing a traceback."""
+    """``items`` with a stop landing between two, never inside a DataLoader worker's hand-over of one."""
     iterator = iter(items)
     while True:
         with finish_first():
@@ -78,6 +68,5 @@ _END = object()
 
 
 def ignore_in_worker(_worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: the main process handles the stop and shuts workers down;
-    a worker raising Interrupted itself would only print an "Exception ignored" traceback."""
+    """DataLoader ``worker_init_fn``: the main process handles the stop and shuts the workers down."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -1,40 +1,4 @@
-"""The image's ``train`` command: sagemaker-training's ``train``, with SIGTERM passed on.
-
-SageMaker stops a job (or reclaims a spot instance) with ``docker stop``: SIGTERM to PID 1,
-SIGKILL 120 s later. The toolkit neither handles nor forwards SIGTERM
-(aws/sagemaker-training-toolkit#125), and when PID 1 dies the kernel kills everything else at
-once, so the training program would never hear of it. Here PID 1 passes the signal to every
-process under it and waits for them to finish before the toolkit goes on.
-
-The toolkit's generic ``train`` only runs the program as one process (or through MPI); torchrun is
-wired up by the framework images. ``run_program`` (the toolkit's SAGEMAKER_TRAINING_MODULE hook)
-does that here: with ``sagemaker_torch_distributed_enabled`` (the SDK's
-``distribution={"torch_distributed": {"enabled": True}}``), or on one instance with several GPUs,
-the program runs under torchrun with one process per GPU (one per instance on CPUs) on every host.
-Several hosts without the flag are one distributed job too: the SDK's generic Estimator ignores a
-``distribution=`` argument, and N independent copies of one job would race on the same files.
-
-The exit status is the truth SageMaker sees. The toolkit's ``finally: _exit_processes(exit_code)``
-exits 0 when writing its own failure file fails (a full or read-only /opt/ml/output, or no such
-folder), so ``main`` exits 0 only when the program finished and the toolkit's ``success`` file exists.
-
-Script mode as the toolkit defines it: a job that names its own program (the SDK's ``entry_point``
-and ``source_dir`` become the ``sagemaker_program`` and ``sagemaker_submit_directory``
-hyperparameters) runs that program, with this image's Python and so with ``imgclf`` importable;
-a job that names none runs ours, ``train_program.py``. A SAGEMAKER_PROGRAM the job sets in its
-environment wins, as the toolkit's ``environment.Environment`` reads it first. Nothing of ours lives
-under /opt/ml, which a ``docker run -v $PWD/test_dir:/opt/ml`` hides: our entry point is copied from
-IMGCLF_PROGRAM_DIR into the code folder when the job brings no code.
-
-The toolkit waits up to 15 min for every host name to resolve, silently and deaf to SIGTERM; here one
-host waits for nobody and several get a bounded, logged wait (IMGCLF_HOST_WAIT_SECONDS), then meet
-at a bounded barrier (IMGCLF_JOIN_WAIT_SECONDS) that names a host which never came, before torchrun's
-own rendezvous, which would wait 15 min and fail with no name.
-
-SageMaker shows the first 1,024 characters of the failure file; the toolkit writes ``Framework
-Error:`` and a traceback there, which cuts the cause off. ``_write_toolkit_failure`` puts one line
-first: the file that is not JSON, the code that could not be downloaded, the out-of-memory kill.
-"""
+"""The image's ``train``: sagemaker-training's, wrapped (docs/design.md#the-toolkit-glue)."""
 
 from __future__ import annotations
 
@@ -49,10 +13,13 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, MutableMapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import psutil
+from sagemaker_training import errors  # the package's __init__ imports nothing: safe before the folder checks
 
+from .config import sagemaker_path
 from .failure import FAILURE_FILE, describe_oom_kill, oom_kills, write_failure
 from .gpu import host_gpu_count
 from .hyperparameters import to_bool
@@ -81,8 +48,7 @@ def _running(process: psutil.Process) -> bool:
 
 
 def _forward(signum: int, _frame) -> None:
-    """Signal every descendant, then wait for them without reaping: the toolkit must still
-    collect the program's exit status itself."""
+    """Pass the signal to every descendant and wait, without reaping: the toolkit collects the exit status."""
     global _stop_requested
     _stop_requested = True
     children = psutil.Process().children(recursive=True)
@@ -103,10 +69,7 @@ def _resolves(host: str) -> bool:
 
 
 def _wait_for(pending: Callable[[], list[str]], timeout: float, waiting_for: str, timed_out: Callable[[str], str]) -> None:
-    """Poll until ``pending()`` names nobody: logged every 10 s, ended by a stop, bounded by ``timeout``.
-    ``waiting_for`` and ``timed_out`` say it with the pending names."""
-    from sagemaker_training import errors
-
+    """Poll until ``pending()`` names nobody: logged every 10 s, ended by a stop, bounded by ``timeout``."""
     deadline, next_log = time.monotonic() + timeout, 0.0
     while names := ", ".join(pending()):
         if _stop_requested:
@@ -120,8 +83,7 @@ def _wait_for(pending: Callable[[], list[str]], timeout: float, waiting_for: str
 
 
 def wait_for_hosts(hosts: Sequence[str], timeout: float) -> None:
-    """Wait until every host name resolves (SageMaker's cluster may still be booting): a logged,
-    bounded wait that a stop ends. One host has nobody to wait for."""
+    """Wait until every host name resolves; one host has nobody to wait for."""
     if len(hosts) > 1:
         _wait_for(lambda: [h for h in hosts if not _resolves(h)], timeout, "host name(s) {} to resolve", lambda names: (
             f"host name(s) {names} of resourceconfig.json did not resolve within {timeout:g} s "
@@ -129,15 +91,11 @@ def wait_for_hosts(hosts: Sequence[str], timeout: float) -> None:
 
 
 def join_hosts(hosts: Sequence[str], current: str, timeout: float) -> None:
-    """Every host checks in at the first one (a TCP store on JOIN_PORT) before torchrun starts, so
-    that a host which resolves but never starts the job is named within ``timeout`` s."""
-    from datetime import timedelta
-
-    from sagemaker_training import errors
-    from torch.distributed import TCPStore
-
+    """Every host checks in at the first one (a TCP store on JOIN_PORT), which names any that never comes."""
     if len(hosts) <= 1:
         return
+    from torch.distributed import TCPStore  # torch in PID 1 only for a job of several hosts
+
     first = hosts[0]
     try:
         store = TCPStore(first, JOIN_PORT, None, current == first, timedelta(seconds=timeout), wait_for_workers=False)
@@ -153,8 +111,7 @@ def join_hosts(hosts: Sequence[str], current: str, timeout: float) -> None:
 
 
 def choose_program(hyperparameters: dict, environ: MutableMapping[str, str] = os.environ) -> None:
-    """The job's program when it names one (``sagemaker_program``), else ours: our default name in
-    SAGEMAKER_PROGRAM (the image sets it) gives way, a name the job set there itself does not."""
+    """The job's program when it names one (``sagemaker_program``) and SAGEMAKER_PROGRAM is not its own, else ours."""
     if hyperparameters.get("sagemaker_program") and environ.get(PROGRAM_ENV, DEFAULT_PROGRAM) == DEFAULT_PROGRAM:
         environ.pop(PROGRAM_ENV, None)
     else:
@@ -163,8 +120,6 @@ def choose_program(hyperparameters: dict, environ: MutableMapping[str, str] = os
 
 def _program_source(env, code_dir: str) -> str:
     """The job's own code (sagemaker_submit_directory, or already in the code folder), else ours."""
-    from sagemaker_training import errors
-
     if env.module_dir != code_dir or os.path.isfile(os.path.join(code_dir, env.user_entry_point)):
         return env.module_dir
     if env.user_entry_point != DEFAULT_PROGRAM:
@@ -190,9 +145,7 @@ def run_program() -> None:
             return command
 
         def run(self, wait: bool = True, capture_error: bool = False):
-            # entry_point.run calls run(wait, capture_error) like every ProcessRunner, but 4.9's
-            # TorchDistributedRunner.run takes (capture_error, wait): wait=False skips the exit-code
-            # check, and a failed distributed job would report SUCCESS.
+            # entry_point.run passes (wait, capture_error); 4.9's TorchDistributedRunner takes them swapped
             return super().run(capture_error=capture_error, wait=wait)
 
     env = environment.Environment()
@@ -220,11 +173,6 @@ def run_program() -> None:
     _program_finished = True
 
 
-def _frame_locals(error: BaseException) -> dict[str, dict]:
-    """The local variables of each function the error passed through, by function name."""
-    return {frame.f_code.co_name: frame.f_locals for frame, _ in traceback.walk_tb(error.__traceback__)}
-
-
 def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -234,7 +182,7 @@ def _signal_name(number: int) -> str:
 
 def toolkit_cause(error: BaseException) -> str:
     """One line saying why the toolkit failed, for the head of the failure file."""
-    frames = _frame_locals(error)
+    frames = {frame.f_code.co_name: frame.f_locals for frame, _ in traceback.walk_tb(error.__traceback__)}
     reader = frames.get("_read_json") or frames.get("read_json")
     if isinstance(error, json.JSONDecodeError) and reader:
         return (f"{reader.get('path')} is not valid JSON ({error}); SageMaker writes it from the job's request: "
@@ -248,16 +196,12 @@ def toolkit_cause(error: BaseException) -> str:
     if code is not None and code.lstrip("-").isdigit():
         how = f"was killed by {_signal_name(-int(code))}" if int(code) < 0 else f"exited with code {code}"
         return f"the training program {how} without writing a reason; see the job's log (the lines before it)"
-    from sagemaker_training import errors
-
     said = str(error) if isinstance(error, errors.ClientError) else f"{type(error).__name__}: {error}"  # ours say why
     return said.replace("\n", " ")
 
 
 def _write_toolkit_failure(message: str) -> None:
-    """The toolkit's failure writer, made safe: the program's own reason wins unless the kernel's
-    out-of-memory killer struck, the cause comes first, the folder is created, and a full or
-    read-only disk is logged instead of raised (which would make the toolkit exit 0)."""
+    """The toolkit's failure writer: the cause first, an OOM kill over the program's reason, never raising."""
     from sagemaker_training import environment
 
     failure = Path(environment.output_dir) / FAILURE_FILE
@@ -270,24 +214,18 @@ def _write_toolkit_failure(message: str) -> None:
         write_failure(failure.parent, message if message.startswith(cause) else f"{cause}\n{message}")
 
 
-def _user() -> str:
-    return f"user {os.getuid()}:{os.getgid()}"
-
-
 def unwritable_folders(base: Path) -> str | None:
-    """Why the job cannot start, checked before the toolkit, whose import creates ``code/`` (and
-    dies without a word where it cannot), and before hours of training end in a model that cannot
-    be saved: a folder the job writes that this user may not, or no writable temporary folder."""
+    """Why the job cannot start: a folder it writes that this user may not, or no writable temporary folder."""
     code = base / "code"
+    user = f"user {os.getuid()}:{os.getgid()}"
     probe = code if code.is_dir() else code.parent
     if not os.access(probe, os.W_OK) and not (code.is_dir() and any(code.iterdir())):
-        return (f"cannot write {code}, where the training toolkit keeps the job's program ({_user()}): "
-                f"{'the filesystem is read-only' if _read_only(probe) else 'permission denied'}; give this user a "
-                f"writable {base} (docker run -v ...:{base}), or at least a writable {code} and {base}/model, {base}/output")
+        return (f"cannot write {code}, where the training toolkit keeps the job's program ({user}): "
+                f"{_why_unwritable(probe)}; give this user a writable {base} (docker run -v ...:{base}), "
+                f"or at least a writable {code} and {base}/model, {base}/output")
     for folder in (base / "model", base / "output"):
         if folder.is_dir() and not os.access(folder, os.W_OK):
-            reason = "the filesystem is read-only" if _read_only(folder) else "permission denied"
-            return f"cannot write {folder} ({_user()}): {reason}; the job writes its results there"
+            return f"cannot write {folder} ({user}): {_why_unwritable(folder)}; the job writes its results there"
     try:
         tempfile.gettempdir()
     except OSError:
@@ -296,13 +234,12 @@ def unwritable_folders(base: Path) -> str | None:
     return None
 
 
-def _read_only(folder: Path) -> bool:
-    return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+def _why_unwritable(folder: Path) -> str:
+    return "the filesystem is read-only" if os.statvfs(folder).f_flag & os.ST_RDONLY else "permission denied"
 
 
 def exit_status(toolkit_code: int, output_dir: Path, finished: bool, stopped: bool = False) -> int:
-    """The toolkit's exit code, except that 0 needs a finished program and a ``success`` file, and
-    a job that a SIGTERM stopped exits 143 (128 + 15, as a shell reports it), not the toolkit's 1."""
+    """The toolkit's exit code, but 0 needs a finished program and a ``success`` file, and a stop exits 143."""
     if toolkit_code != 0:
         return 128 + signal.SIGTERM if stopped else toolkit_code
     if finished and (output_dir / "success").is_file():
@@ -318,7 +255,7 @@ def main() -> None:
     global _oom_kills_at_start
     signal.signal(signal.SIGTERM, _forward)
     _oom_kills_at_start = oom_kills()
-    base = Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
+    base = sagemaker_path(os.environ, "SAGEMAKER_BASE_DIR")
     problem = unwritable_folders(base)
     if problem:
         log.error("train failed: %s", problem)

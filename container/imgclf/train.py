@@ -1,8 +1,4 @@
-"""The training program sagemaker-training's ``train`` runs (SAGEMAKER_PROGRAM).
-
-Fine-tunes a torchvision classifier (imgclf.archs) on the ``train`` channel, picks the best epoch on
-``valid``, reports ``test``, and leaves the model in SM_MODEL_DIR.
-"""
+"""The training program: fine-tune on ``train``, keep the best epoch on ``valid``, report ``test``."""
 
 from __future__ import annotations
 
@@ -26,18 +22,17 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import lr_scheduler
-from torch.utils.data import DataLoader, DistributedSampler
-from torchvision import models
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 
 from . import atomic, data, debugger, distributed, gpu, metrics, precision, report, stopping, tensorboard
 from .augment import augment_batch, pad_collate
-from .checkpoint import Checkpoints, open_run, remove_leftovers, run_settings
+from .checkpoint import Checkpoints, open_run, run_settings
 from .config import ConfigError, TrainingEnv
 from .hyperparameters import Hyperparameters, parse_hyperparameters
 from .distributed import Ranks
 from .failure import describe_os_error, write_failure
 from .logs import setup_logging
-from .model import ModelSpec, create_model, eval_image_spec, imagenet_weights_filename, save_artifacts
+from .model import ModelSpec, create_model, eval_image_spec, imagenet_weights, imagenet_weights_filename, save_artifacts
 from .monitor import RuleMonitor
 from .preprocess import ImageSpec, normalize
 from .profiling import start_profiler, stop_profiler
@@ -63,9 +58,7 @@ def build_optimizer(hp: Hyperparameters, model: nn.Module) -> torch.optim.Optimi
 
 
 def build_scheduler(hp: Hyperparameters, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> lr_scheduler.LRScheduler:
-    """Per step: a linear warm-up from lr / its steps up to lr, then cosine (to 0 at the last step),
-    step (x lr-gamma every lr-step-size epochs after the warm-up) or constant, as torchvision's
-    classification reference chains them."""
+    """Per step: a linear warm-up, then cosine, step or constant, as torchvision's classification reference."""
     warmup = hp.lr_warmup_epochs * steps_per_epoch
     if hp.lr_scheduler == "cosine":
         main = lr_scheduler.CosineAnnealingLR(optimizer, max(1, hp.epochs * steps_per_epoch - warmup))
@@ -87,39 +80,37 @@ def default_workers(requested: int, device: torch.device, num_cpus: int) -> int:
 
 
 @dataclass
-class Job:
-    """What ``setup`` builds and the rest of the run reads."""
+class Run:
+    """One training run: what ``setup`` builds and the rest of the run reads."""
 
     hp: Hyperparameters
     env: TrainingEnv
     ranks: Ranks
     device: torch.device
-    amp_dtype: torch.dtype | None
+    amp_dtype: torch.dtype | None  # autocast's; None: fp32
     image_spec: ImageSpec
     classes: list[data.ClassInfo]
-    train_loader: DataLoader
-    eval_loaders: dict[str, DataLoader]
-    network: nn.Module  # state.model, compiled with compile=true, in DDP when distributed
+    loaders: dict[str, DataLoader]  # by channel
+    network: nn.Module  # state.model as it runs: compiled with compile=true, in DDP when distributed
     criterion: nn.Module
     hook: object  # smdebug's, or None
     state: TrainingState
     board: tensorboard.Board
-    checkpoints: Checkpoints | None = None
-    profiler: object = None
-
-    @property
-    def on_device(self) -> bool:
-        """Augmentation on the training device: train batches are padded uint8 images."""
-        return augments_on_device(self.hp.augment_on, self.device)
+    profiler: object  # torch.profiler's, or None
+    checkpoints: Checkpoints | None = None  # from resume
 
     @property
     def evaluator(self) -> nn.Module:
         """The network without DDP: each process evaluates its own shard, with no collective per batch."""
         return self.network.module if isinstance(self.network, DistributedDataParallel) else self.network
 
+    def autocast(self) -> torch.autocast:
+        dtype = self.amp_dtype
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
     def to_inputs(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         """A train loader batch as the model's (inputs, targets)."""
-        if self.on_device:
+        if len(batch) == 3:  # augmentation on the device: padded uint8 images, their sizes, targets
             images, sizes, targets = batch
             hp = self.hp
             inputs = augment_batch(images, sizes, self.image_spec, hp.random_crop_min_scale, hp.horizontal_flip, self.device)
@@ -129,29 +120,21 @@ class Job:
         self.board.see_inputs(inputs)
         return inputs, targets
 
-    def after_step(self, loss: torch.Tensor) -> bool:
-        """True when a rule stops training now."""
-        if self.profiler is not None:
-            self.profiler.step()
-        stop = self.state.monitor.after_step(loss, self.state.model)
-        self.board.after_step(loss)
-        return stop
 
-
-def train_one_epoch(job: Job, epoch_tag: str) -> dict[str, float]:
+def train_one_epoch(run: Run, epoch_tag: str) -> dict[str, float]:
     """One pass over the train loader (ended early when a rule stops training)."""
-    state, device, amp_dtype = job.state, job.device, job.amp_dtype
-    job.network.train()
+    state, device, loader = run.state, run.device, run.loaders["train"]
+    run.network.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    seen, start, loader = 0, time.perf_counter(), job.train_loader
+    seen, start = 0, time.perf_counter()
     log_every = max(1, len(loader) // 10)
     for step, batch in enumerate(stopping.between_items(loader), 1):
-        inputs, targets = job.to_inputs(batch)
+        inputs, targets = run.to_inputs(batch)
         targets = targets.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            outputs = job.network(inputs)
-            loss = job.criterion(outputs, targets)
+        with run.autocast():
+            outputs = run.network(inputs)
+            loss = run.criterion(outputs, targets)
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
         state.scaler.step(state.optimizer)
@@ -161,7 +144,10 @@ def train_one_epoch(job: Job, epoch_tag: str) -> dict[str, float]:
         loss_sum += loss.detach().float() * targets.size(0)
         correct += (outputs.argmax(1) == targets).sum()
         seen += targets.size(0)
-        stop = job.after_step(loss)
+        if run.profiler is not None:
+            run.profiler.step()
+        stop = state.monitor.after_step(loss, state.model)  # True when a rule stops training now
+        run.board.after_step(loss)
         if step % log_every == 0 or step == len(loader) or stop:
             log.info(
                 "%s step %d/%d loss %.4f lr %.3g %.1f images/s",
@@ -170,7 +156,7 @@ def train_one_epoch(job: Job, epoch_tag: str) -> dict[str, float]:
             )
         if stop:
             break
-    return totals(loss_sum, correct, seen, time.perf_counter() - start, job.ranks)
+    return totals(loss_sum, correct, seen, time.perf_counter() - start, run.ranks)
 
 
 def totals(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: float, ranks: Ranks) -> dict[str, float]:
@@ -181,26 +167,26 @@ def totals(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, seconds: fl
 
 
 @torch.inference_mode()
-def evaluate(job: Job, loader: DataLoader, confusion: torch.Tensor | None = None) -> dict[str, float]:
+def evaluate(run: Run, loader: DataLoader, confusion: torch.Tensor | None = None) -> dict[str, float]:
     """Loss and accuracy over ``loader``; also counts [true, predicted] pairs into ``confusion``."""
-    device, amp_dtype = job.device, job.amp_dtype
-    job.evaluator.eval()
+    device = run.device
+    run.evaluator.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, start = 0, time.perf_counter()
     for images, targets in stopping.between_items(loader):
-        inputs = normalize(images, job.image_spec, device)
+        inputs = normalize(images, run.image_spec, device)
         targets = targets.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            outputs = job.evaluator(inputs)
-        loss_sum += job.criterion(outputs.float(), targets) * targets.size(0)
+        with run.autocast():
+            outputs = run.evaluator(inputs)
+        loss_sum += run.criterion(outputs.float(), targets) * targets.size(0)
         predicted = outputs.argmax(1)
         correct += (predicted == targets).sum()
         seen += targets.size(0)
         if confusion is not None:
             n = confusion.size(0)
             confusion += torch.bincount(targets * n + predicted, minlength=n * n).view(n, n).to(confusion.device)
-    return totals(loss_sum, correct, seen, time.perf_counter() - start, job.ranks)
+    return totals(loss_sum, correct, seen, time.perf_counter() - start, run.ranks)
 
 
 def load_splits(hp: Hyperparameters, env: TrainingEnv, spec: ImageSpec) -> tuple[list[data.ClassInfo], dict[str, data.Split]]:
@@ -222,15 +208,9 @@ def load_splits(hp: Hyperparameters, env: TrainingEnv, spec: ImageSpec) -> tuple
     return classes, splits
 
 
-def augments_on_device(requested: str, device: torch.device) -> bool:
-    return requested == "device" or (requested == "auto" and device.type == "cuda")
-
-
 def final_map_side(image_size: int) -> int:
     """The side of the last feature map of every arch (imgclf.archs): five stride-2 stages, each ceil(n / 2)."""
-    for _ in range(5):
-        image_size = (image_size + 1) // 2
-    return image_size
+    return math.ceil(image_size / 32)
 
 
 def check_batch(hp: Hyperparameters, train_images: int, ranks: Ranks) -> int:
@@ -250,33 +230,31 @@ def check_batch(hp: Hyperparameters, train_images: int, ranks: Ranks) -> int:
 
 def build_loaders(
     hp: Hyperparameters, splits: dict[str, data.Split], spec: ImageSpec, device: torch.device, workers: int,
-    ranks: Ranks, generator: torch.Generator, on_device: bool,
-) -> tuple[DataLoader, dict[str, DataLoader]]:
-    """``batch-size`` is the global batch: each of the processes takes its share. With augmentation
-    on the device, train batches are (padded uint8 images, their sizes, targets)."""
+    ranks: Ranks, generator: torch.Generator | None, on_device: bool,
+) -> dict[str, DataLoader]:
+    """A loader per channel; ``batch-size`` is the global batch, of which each process takes its share."""
     batch = check_batch(hp, len(splits["train"].targets), ranks)
     common = dict(batch_size=batch, num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
                   worker_init_fn=stopping.ignore_in_worker if workers else None)
     transform = None if on_device else data.train_augmentation(spec, hp.random_crop_min_scale, hp.horizontal_flip)
     train_set = data.ImageDataset(splits["train"], spec, transform)
-    train_args = dict(common, collate_fn=pad_collate if on_device else None)
     if ranks.active:
         sampler = DistributedSampler(train_set, ranks.world_size, ranks.rank, shuffle=True, seed=hp.seed)
-        train_loader = DataLoader(train_set, sampler=sampler, drop_last=len(sampler) > batch, **train_args)
+        generator = None  # the workers' seeds then come from torch's global generator
     else:
-        train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_set) > batch, generator=generator, **train_args)
-    eval_loaders = {}
+        sampler = RandomSampler(train_set, generator=generator)
+    loaders = {"train": DataLoader(train_set, sampler=sampler, drop_last=len(sampler) > batch, generator=generator,
+                                   collate_fn=pad_collate if on_device else None, **common)}
     for name, split in splits.items():
         if name != "train":
-            dataset = data.ImageDataset(split, spec)
-            eval_loaders[name] = DataLoader(dataset, sampler=distributed.ShardSampler(len(dataset), ranks), **common)
-    return train_loader, eval_loaders
+            dataset = data.ImageDataset(split, spec)  # a share per process, unpadded: each image counts once
+            loaders[name] = DataLoader(Subset(dataset, range(ranks.rank, len(dataset), ranks.world_size)), **common)
+    return loaders
 
 
 def build_network(hp: Hyperparameters, env: TrainingEnv, num_classes: int, device: torch.device, ranks: Ranks,
                   amp_dtype: torch.dtype | None) -> tuple[nn.Module, nn.Module, nn.Module, object, torch.dtype | None]:
-    """(model, network, criterion, Debugger hook, autocast dtype): ``model`` keeps the plain
-    state_dict keys, ``network`` (compiled, in DDP) runs."""
+    """(model, network, criterion, Debugger hook, autocast dtype); ``model`` keeps the plain state_dict keys."""
     model = create_model(hp.arch, num_classes, hp.pretrained, env.channel("pretrained"), hp.freeze_backbone)
     model = model.to(device, memory_format=torch.channels_last)
     network = torch.compile(model) if hp.compile else model
@@ -290,15 +268,13 @@ def build_network(hp: Hyperparameters, env: TrainingEnv, num_classes: int, devic
 
 
 def check_weights_reachable(hp: Hyperparameters, env: TrainingEnv, timeout: float = 5.0) -> None:
-    """pretrained=true with neither a 'pretrained' channel nor torch's hub cache downloads the
-    weights: a job without internet access (network isolation, a VPC without egress) learns that
-    now, in seconds, rather than after loading its data."""
+    """Fail in seconds, not after loading the data, where pretrained=true must download and cannot."""
     if not hp.pretrained or env.channel("pretrained") is not None:
         return
     filename = imagenet_weights_filename(hp.arch)
+    url = imagenet_weights(hp.arch).url
     if (Path(torch.hub.get_dir()) / "checkpoints" / filename).is_file():
         return
-    url = models.get_model_weights(hp.arch).DEFAULT.url
     try:
         urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
     except urllib.error.HTTPError:
@@ -312,7 +288,7 @@ def check_weights_reachable(hp: Hyperparameters, env: TrainingEnv, timeout: floa
             "--pretrained value); or set pretrained=false") from None
 
 
-def setup(hp: Hyperparameters, env: TrainingEnv) -> Job:
+def setup(hp: Hyperparameters, env: TrainingEnv) -> Run:
     check_weights_reachable(hp, env)
     ranks = Ranks(env.rank, env.world_size, env.local_rank, env.local_world_size)
     device = gpu.select_device(env.local_rank, env.allow_cpu)
@@ -323,7 +299,7 @@ def setup(hp: Hyperparameters, env: TrainingEnv) -> Job:
     generator = seed_everything(hp.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    on_device = augments_on_device(hp.augment_on, device)
+    on_device = hp.augment_on == "device" or (hp.augment_on == "auto" and device.type == "cuda")
     log.info("device %s, precision %s, augmentation on the %s, hyperparameters %s", device, amp_dtype or "fp32",
              "device" if on_device else "CPU", json.dumps(asdict(hp)))
 
@@ -332,43 +308,45 @@ def setup(hp: Hyperparameters, env: TrainingEnv) -> Job:
     if hp.early_stopping_patience and "valid" not in splits:
         raise ConfigError("early-stopping-patience needs a 'valid' channel to watch")
     workers = default_workers(hp.num_workers, device, env.num_cpus // ranks.local_world_size)
-    train_loader, eval_loaders = build_loaders(hp, splits, image_spec, device, workers, ranks, generator, on_device)
+    loaders = build_loaders(hp, splits, image_spec, device, workers, ranks, generator, on_device)
 
     model, network, criterion, hook, amp_dtype = build_network(hp, env, len(classes), device, ranks, amp_dtype)
     optimizer = build_optimizer(hp, model)
-    steps = len(train_loader)
+    steps = len(loaders["train"])
     state = TrainingState(
         model, optimizer, build_scheduler(hp, optimizer, steps),
         torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16), generator,
         RuleMonitor(hp.rules, hp.rules_action == "stop", steps, ranks.mean),
     )
     board = tensorboard.open_board(hp, env, ranks.is_main, image_spec, state.monitor, optimizer)
-    return Job(hp, env, ranks, device, amp_dtype, image_spec, classes, train_loader, eval_loaders, network, criterion,
-               hook, state, board)
+    profiler = start_profiler(hp.profile_steps if ranks.is_main else 0, env.output_data_dir / "profiler", device)
+    return Run(hp, env, ranks, device, amp_dtype, image_spec, classes, loaders, network, criterion, hook, state, board,
+               profiler)
 
 
-def save_model(job: Job) -> None:
+def save_model(run: Run) -> None:
     """The kept model into SM_MODEL_DIR (rank 0)."""
-    best = job.state.best
-    if job.ranks.is_main and best.state is not None:
-        model_spec = ModelSpec(job.hp.arch, len(job.classes), job.image_spec)
-        save_artifacts(job.env.model_dir, best.state, model_spec, job.classes, {"best_epoch": best.epoch, "valid": best.valid})
+    best = run.state.best
+    if run.ranks.is_main and best.state is not None:
+        model_spec = ModelSpec(run.hp.arch, len(run.classes), run.image_spec)
+        save_artifacts(run.env.model_dir, best.state, model_spec, run.classes, {"best_epoch": best.epoch, "valid": best.valid})
 
 
-def resume(job: Job) -> None:
+def resume(run: Run) -> None:
     """Continue this run from its checkpoint (or, with resume-from, another job's), if there is one."""
-    settings = run_settings(job.hp, [c.folder for c in job.classes])
-    if job.ranks.is_main:
-        remove_leftovers(job.env.checkpoint_dir)
-    job.checkpoints, saved = open_run(job.env.checkpoint_dir, job.env.job_name, settings, job.hp.resume_from)
-    if not job.ranks.same_on_all(None if saved is None else saved["epoch"]):
-        raise ConfigError(f"the hosts' checkpoints in {job.env.checkpoint_dir} differ; give every host the same one")
+    settings = run_settings(run.hp, [c.folder for c in run.classes])
+    if run.ranks.is_main:  # before any checkpoint write
+        for leftover in atomic.remove_leftovers(run.env.checkpoint_dir):
+            log.info("removed %s, left by a write that was cut short", leftover)
+    run.checkpoints, saved = open_run(run.env.checkpoint_dir, run.env.job_name, settings, run.hp.resume_from)
+    if not run.ranks.same_on_all(None if saved is None else saved["epoch"]):
+        raise ConfigError(f"the hosts' checkpoints in {run.env.checkpoint_dir} differ; give every host the same one")
     if saved is None:
-        log.info("no checkpoint of this run in %s: training from the start", job.checkpoints.folder)
+        log.info("no checkpoint of this run in %s: training from the start", run.checkpoints.folder)
         return
-    job.state.load_state_dict(saved)
-    save_model(job)  # a new job's model dir starts empty
-    log.info("resuming after epoch %d from the checkpoint in %s", saved["epoch"], job.checkpoints.folder)
+    run.state.load_state_dict(saved)
+    save_model(run)  # a new job's model dir starts empty
+    log.info("resuming after epoch %d from the checkpoint in %s", saved["epoch"], run.checkpoints.folder)
 
 
 class Diverged(ArithmeticError):
@@ -378,90 +356,87 @@ class Diverged(ArithmeticError):
 def check_finite(epoch: int, split: str, values: dict[str, float], lr: float) -> None:
     if not math.isfinite(values["loss"]):
         raise Diverged(f"training diverged in epoch {epoch}: the {'' if split == 'train' else split + ' '}loss is "
-                          f"{values['loss']}; try a lower lr (now {lr:g})")
+                       f"{values['loss']}; try a lower lr (now {lr:g})")
 
 
-def run_epoch(job: Job, epoch: int) -> dict:
+def run_epoch(run: Run, epoch: int) -> dict:
     """Train one epoch and evaluate it on valid; returns its history record."""
-    epoch_tag = f"epoch={epoch}/{job.hp.epochs}"
-    if isinstance(job.train_loader.sampler, DistributedSampler):
-        job.train_loader.sampler.set_epoch(epoch)
-    debugger.set_mode(job.hook, train=True)
-    train_metrics = train_one_epoch(job, epoch_tag)
-    check_finite(epoch, "train", train_metrics, job.hp.lr)
+    epoch_tag = f"epoch={epoch}/{run.hp.epochs}"
+    if isinstance(run.loaders["train"].sampler, DistributedSampler):
+        run.loaders["train"].sampler.set_epoch(epoch)
+    debugger.set_mode(run.hook, train=True)
+    train_metrics = train_one_epoch(run, epoch_tag)
+    check_finite(epoch, "train", train_metrics, run.hp.lr)
     log.info(metrics.metric_line(epoch_tag, "train", train_metrics))
     record = {"epoch": epoch, "train": train_metrics}
-    if "valid" in job.eval_loaders:
-        debugger.set_mode(job.hook, train=False)
-        record["valid"] = evaluate(job, job.eval_loaders["valid"])
-        check_finite(epoch, "valid", record["valid"], job.hp.lr)
+    if "valid" in run.loaders:
+        debugger.set_mode(run.hook, train=False)
+        record["valid"] = evaluate(run, run.loaders["valid"])
+        check_finite(epoch, "valid", record["valid"], run.hp.lr)
         log.info(metrics.metric_line(epoch_tag, "valid", record["valid"]))
-    job.state.monitor.after_epoch(train_metrics["loss"], record["valid"]["loss"] if "valid" in record else None)
+    run.state.monitor.after_epoch(train_metrics["loss"], record["valid"]["loss"] if "valid" in record else None)
     return record
 
 
-def fit(job: Job) -> None:
+def fit(run: Run) -> None:
     """The epochs this run still has, each followed by keeping the best model and a checkpoint."""
-    hp, state = job.hp, job.state
-    profile_dir = job.env.output_data_dir / "profiler"
-    job.profiler = start_profiler(hp.profile_steps if job.ranks.is_main else 0, profile_dir, job.device)
+    hp, state = run.hp, run.state
     for epoch in range(hp.epochs + 1 if state.stopped_early else state.epoch + 1, hp.epochs + 1):
-        record = run_epoch(job, epoch)
+        record = run_epoch(run, epoch)
         state.history.append(record)
         state.epoch = epoch
         with stopping.finish_first():  # a SIGTERM now stops right after the model and checkpoint are written
             if state.best.offer(epoch, record["valid"]["accuracy"] if "valid" in record else epoch, state.model, record.get("valid")):
-                save_model(job)
-                log.info("saved the model of epoch %d to %s", epoch, job.env.model_dir)
+                save_model(run)
+                log.info("saved the model of epoch %d to %s", epoch, run.env.model_dir)
             patience_over = bool(hp.early_stopping_patience) and epoch - state.best.epoch >= hp.early_stopping_patience
             state.stopped_early = patience_over or state.monitor.should_stop
-            if job.ranks.is_main:
-                job.checkpoints.save(state.state_dict())
-            job.checkpoints.saved_epoch = epoch  # by rank 0, for every rank's stop message
-        job.board.after_epoch(record, state.model)
+            if run.ranks.is_main:
+                run.checkpoints.save(state.state_dict())
+            run.checkpoints.saved_epoch = epoch  # by rank 0, for every rank's stop message
+        run.board.after_epoch(record, state.model)
         if patience_over:
             log.info("early stopping: valid accuracy has not improved for %d epochs", epoch - state.best.epoch)
         if state.stopped_early:
             break
-    stop_profiler(job.profiler, profile_dir)
+    stop_profiler(run.profiler, run.env.output_data_dir / "profiler")
 
 
-def finish(job: Job) -> dict:
-    """Evaluate the kept model, emit its metrics last (the tuner's objective is the last value),
-    write the reports."""
-    best = job.state.best
-    summary = {"best_epoch": best.epoch, "history": job.state.history}
-    job.state.model.load_state_dict(best.state)
+def finish(run: Run) -> dict:
+    """Evaluate the kept model, log its metrics last (the tuner's objective is the last value), write the reports."""
+    best = run.state.best
+    summary = {"best_epoch": best.epoch, "history": run.state.history}
+    run.state.model.load_state_dict(best.state)
     if best.valid is not None:
         log.info(metrics.metric_line(f"final epoch={best.epoch}", "valid", best.valid))
-    split = "test" if "test" in job.eval_loaders else "valid" if "valid" in job.eval_loaders else None
-    confusion = torch.zeros(len(job.classes), len(job.classes), dtype=torch.long, device=job.device)
+    split = "test" if "test" in run.loaders else "valid" if "valid" in run.loaders else None
+    confusion = torch.zeros(len(run.classes), len(run.classes), dtype=torch.long, device=run.device)
     if split:
-        debugger.set_mode(job.hook, train=False)
-        final = evaluate(job, job.eval_loaders[split], confusion)
+        debugger.set_mode(run.hook, train=False)
+        final = evaluate(run, run.loaders[split], confusion)
         if not math.isfinite(final["loss"]):
-            raise Diverged(f"the kept model (epoch {best.epoch}) gives a {split} loss of {final['loss']}: its outputs are "
-                              f"not finite; try a lower lr (now {job.hp.lr:g})")
+            raise Diverged(f"the kept model (epoch {best.epoch}) gives a {split} loss of {final['loss']}: its outputs "
+                           f"are not finite; try a lower lr (now {run.hp.lr:g})")
         if split == "test":
             summary["test"] = final
             log.info(metrics.metric_line(f"final epoch={best.epoch}", "test", final))
-    confusion = job.ranks.sum(confusion)
-    if job.ranks.is_main:
-        write_reports(job.env.output_data_dir, summary, job.state.monitor, job.classes, confusion.tolist(), split)
-    job.board.finish(summary, confusion.tolist(), [c.label for c in job.classes], split, job.env.output_data_dir / "profiler")
-    log.info("model (epoch %d) in %s; metrics and reports in %s", best.epoch, job.env.model_dir, job.env.output_data_dir)
+    confusion = run.ranks.sum(confusion)
+    if run.ranks.is_main:
+        write_reports(run.env.output_data_dir, summary, run.state.monitor, run.classes, confusion.tolist(), split)
+    run.board.finish(summary, confusion.tolist(), [c.label for c in run.classes], split, run.env.output_data_dir / "profiler")
+    log.info("model (epoch %d) in %s; metrics and reports in %s", best.epoch, run.env.model_dir, run.env.output_data_dir)
     return summary
 
 
-def run(hp: Hyperparameters, env: TrainingEnv) -> dict:
+def train(hp: Hyperparameters, env: TrainingEnv) -> dict:
     """setup -> resume -> fit -> finish."""
-    job = setup(hp, env)
+    run = setup(hp, env)
     try:
-        resume(job)
-        fit(job)
-        return finish(job)
+        resume(run)
+        fit(run)
+        return finish(run)
     except stopping.Interrupted as e:
-        e.checkpoints = job.checkpoints  # for the stop message: what is saved, and where
+        e.checkpoints = run.checkpoints  # for the stop message: what is saved, and where
         raise
 
 
@@ -493,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stopping.install()
     try:
         hp = parse_hyperparameters(sys.argv[1:] if argv is None else argv)
-        run(hp, env)
+        train(hp, env)
     except stopping.Interrupted as e:
         message = stop_message(e)
         log.warning(message)

@@ -1,8 +1,4 @@
-"""The entry point sagemaker-training runs (SAGEMAKER_PROGRAM=train_program.py).
-
-The image copies this file into /opt/ml/code; the training code itself is the
-installed ``imgclf`` package.
-"""
+"""The entry point sagemaker-training runs (SAGEMAKER_PROGRAM); the code is the installed ``imgclf``."""
 
 import sys
 
