@@ -47,7 +47,7 @@ def timed(method):
     return wrapper
 
 
-for _name in ("_open", "see_inputs", "after_step", "after_epoch", "finish"):
+for _name in ("__init__", "see_inputs", "after_step", "after_epoch", "finish"):
     setattr(Board, _name, timed(getattr(Board, _name)))
 
 
