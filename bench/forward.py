@@ -54,7 +54,8 @@ def time_forward(model: nn.Module, spec: ImageSpec, batch: int, dtype: torch.dty
                  device: torch.device, seconds: float) -> float:
     """Median seconds per batch of eager torch, cast as ``serve`` casts it."""
     images = random_batch(batch, spec)
-    return time_calls(lambda: model(normalize(images, spec, device, dtype).contiguous(memory_format=layout)), device, seconds)
+    return time_calls(lambda: model(normalize(images, spec, device, dtype).contiguous(memory_format=layout)),
+                      device, seconds)
 
 
 def time_calls(work, device: torch.device, seconds: float, min_runs: int = 3) -> float:

@@ -23,12 +23,11 @@ Engine = Callable[[torch.Tensor], torch.Tensor]
 
 def choose(setting: str, device: torch.device) -> str:
     """The engine ``setting`` names for a worker on ``device``."""
-    has_openvino = _importable("openvino")
     if setting == "auto":
-        return "openvino" if device.type == "cpu" and has_openvino else "torch"
+        return "openvino" if device.type == "cpu" and _importable("openvino") else "torch"
     if setting == "openvino" and device.type != "cpu":
         raise ConfigError(f"IMGCLF_ENGINE=openvino runs on CPUs only; this worker serves on {device}")
-    if setting == "openvino" and not has_openvino:
+    if setting == "openvino" and not _importable("openvino"):
         raise ConfigError("IMGCLF_ENGINE=openvino, but the openvino package is not installed")
     return setting
 
