@@ -19,3 +19,4 @@ docker image prune -f >/dev/null
 args=(BASE_IMAGE="$base")
 if [ -f /etc/ssl/certs/ca-certificates.crt ]; then args+=(CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt); fi
 make build IMAGE="${image%%:*}" TAG="${image##*:}" "${args[@]}"
+docker image prune -f >/dev/null  # the builder stage, ~7 GB the tests never use

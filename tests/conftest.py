@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,11 @@ TINY = {"arch": "resnet18", "pretrained": "false", "image-size": "16", "batch-si
 # when it trains, starts `serve` or runs the image: through one of these fixtures, or marked itself.
 SLOW_FIXTURES = {"sample_data", "tiny_data", "trained", "server", "attacked", "hurried", "board_job", "image",
                  "model_tar", "local_endpoint", "test_dir", "trained_in_docker"}
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    free = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
+    return f"free disk where tests write ({tempfile.gettempdir()}): {free:.1f} GiB (a full run peaks at about 10)"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

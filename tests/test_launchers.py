@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +30,16 @@ COMMON = ["--dry-run", "--image-uri", IMAGE, "--role", "arn:aws:iam::12345678901
 @pytest.fixture
 def real_sockets() -> None:
     """Requested by the tests that talk to a container or a closed port on loopback."""
+
+
+@pytest.fixture(autouse=True)
+def sdk_folders_in_tmp_path(request, monkeypatch):
+    """Local mode leaves each training job's folder (model, output) in the temp dir: put it in the
+    test's tmp_path, which pytest removes once the test passes."""
+    if "image" in request.fixturenames:
+        folder = str(request.getfixturevalue("tmp_path"))
+        monkeypatch.setenv("TMPDIR", folder)
+        monkeypatch.setattr(tempfile, "tempdir", folder)
 
 
 @pytest.fixture(autouse=True)
