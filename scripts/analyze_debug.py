@@ -1,4 +1,5 @@
 """`python scripts/analyze_debug.py`: imgclf_launch.analyze_debug (`pip install -e scripts`; README)."""
 from entry import run
 
-run("analyze_debug")
+if __name__ == "__main__":  # not on import: paramiko imports a module named "invoke" when it finds one
+    run("analyze_debug")

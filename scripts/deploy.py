@@ -1,4 +1,5 @@
 """`python scripts/deploy.py`: imgclf_launch.deploy (`pip install -e scripts`; README)."""
 from entry import run
 
-run("deploy")
+if __name__ == "__main__":  # not on import: paramiko imports a module named "invoke" when it finds one
+    run("deploy")

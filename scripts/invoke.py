@@ -1,4 +1,5 @@
 """`python scripts/invoke.py`: imgclf_launch.invoke (`pip install -e scripts`; README)."""
 from entry import run
 
-run("invoke")
+if __name__ == "__main__":  # not on import: paramiko imports a module named "invoke" when it finds one
+    run("invoke")

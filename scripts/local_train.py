@@ -1,4 +1,5 @@
 """`python scripts/local_train.py`: imgclf_launch.local_train (`pip install -e scripts`; README)."""
 from entry import run
 
-run("local_train")
+if __name__ == "__main__":  # not on import: paramiko imports a module named "invoke" when it finds one
+    run("local_train")

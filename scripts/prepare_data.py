@@ -1,4 +1,5 @@
 """`python scripts/prepare_data.py`: imgclf_launch.prepare_data (`pip install -e scripts`; README)."""
 from entry import run
 
-run("prepare_data")
+if __name__ == "__main__":  # not on import: paramiko imports a module named "invoke" when it finds one
+    run("prepare_data")

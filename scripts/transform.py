@@ -1,4 +1,5 @@
 """`python scripts/transform.py`: imgclf_launch.transform (`pip install -e scripts`; README)."""
 from entry import run
 
-run("transform")
+if __name__ == "__main__":  # not on import: paramiko imports a module named "invoke" when it finds one
+    run("transform")

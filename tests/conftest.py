@@ -44,7 +44,7 @@ SLOW_FIXTURES = {"sample_data", "tiny_data", "trained", "server", "attacked", "h
 
 def pytest_report_header(config: pytest.Config) -> str:
     free = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
-    return f"free disk where tests write ({tempfile.gettempdir()}): {free:.1f} GiB (a full run peaks at about 10)"
+    return f"free disk where tests write ({tempfile.gettempdir()}): {free:.1f} GiB (a full run holds at most about 2 at once)"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

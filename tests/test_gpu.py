@@ -85,6 +85,14 @@ def test_driver_from_proc_and_from_the_mounted_libcuda(tmp_path):
     assert cuda_compat.host_driver(no_smi, proc, [libs]) == (580, 65, 6)  # /proc before the libraries
 
 
+def test_the_gpu_count_is_the_number_of_driver_lines_nvidia_smi_prints():
+    """The count sets torchrun's processes per node: a notice on stdout must not add a GPU."""
+    noisy = "Warning: persistence mode is disabled on device 00000000:00:1E.0\n580.65.06\n580.65.06\n"
+    smi = lambda *a, **k: subprocess.CompletedProcess(a, 0, noisy, "")  # noqa: E731
+    assert cuda_compat.smi_drivers(smi) == ["580.65.06", "580.65.06"]
+    assert cuda_compat.host_driver(smi) == (580, 65, 6)
+
+
 def test_torch_cuda_version_is_read_without_importing_torch():
     code = "import sys, imgclf.cuda_compat as c; print(c.torch_cuda_version(), 'torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

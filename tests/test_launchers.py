@@ -1105,6 +1105,17 @@ def run_launcher(name: str, *args: str, env: dict | None = None) -> subprocess.C
                           timeout=300, env={**os.environ, "AWS_MAX_ATTEMPTS": "1", **(env or {})})
 
 
+@pytest.mark.parametrize("shim", sorted(p.stem for p in (REPO / "scripts").glob("*.py") if p.stem != "entry"))
+def test_importing_a_script_shim_runs_nothing(shim, monkeypatch):
+    """paramiko imports ``invoke`` when it can; under ``python scripts/NAME.py`` that is scripts/invoke.py."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    monkeypatch.setattr(sys, "argv", ["paramiko", "--not-a-flag"])
+    spec = importlib.util.spec_from_file_location(shim, REPO / "scripts" / f"{shim}.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
 def assert_one_line(result: subprocess.CompletedProcess, expected: str) -> None:
     """Exit status 1, the last line of stderr the error, and no traceback or SDK error log anywhere."""
     output = result.stdout + result.stderr

@@ -83,7 +83,7 @@ def smi_drivers(run: Callable[..., subprocess.CompletedProcess] = subprocess.run
                      capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return result.stdout.split() if result.returncode == 0 else None
+    return [line.strip() for line in result.stdout.splitlines() if parse_version(line)] if result.returncode == 0 else None
 
 
 def driver_from_proc(path: Path = PROC_VERSION) -> Version | None:
