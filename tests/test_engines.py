@@ -3,6 +3,9 @@ against eager torch's on the same weights (every arch is served by both in tests
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import pytest
 import torch
 
@@ -21,6 +24,35 @@ def test_auto_is_openvino_on_cpus_and_torch_on_gpus():
     assert engines.choose("torch", engines.CPU) == "torch"
     with pytest.raises(ConfigError, match="IMGCLF_ENGINE=openvino runs on CPUs only; this worker serves on cuda"):
         engines.choose("openvino", CUDA)
+
+
+def broken_openvino(monkeypatch, tmp_path, error: str) -> None:
+    """An openvino package that is installed but fails to import, as one missing its native libraries does."""
+    (tmp_path / "openvino").mkdir()
+    (tmp_path / "openvino" / "__init__.py").write_text(f"raise {error}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "openvino", raising=False)
+
+
+@pytest.mark.parametrize("error", ['ImportError("libtbb.so.12: cannot open shared object file")',
+                                   'RuntimeError("libtbb.so.12: cannot open shared object file")'])
+def test_a_broken_openvino_is_named_as_broken_not_as_missing(monkeypatch, tmp_path, caplog, error):
+    broken_openvino(monkeypatch, tmp_path, error)
+    with pytest.raises(ConfigError, match=r"IMGCLF_ENGINE=openvino, but the openvino package is installed but "
+                                          r"cannot be imported: \w+Error: libtbb.so.12: cannot open"):
+        engines.choose("openvino", engines.CPU)
+    with caplog.at_level(logging.WARNING):
+        assert engines.choose("auto", engines.CPU) == "torch"
+    assert "IMGCLF_ENGINE=auto runs eager torch on this CPU: the openvino package is installed but" in caplog.text
+
+
+def test_a_missing_openvino_is_named_as_missing(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino: ModuleNotFoundError
+    with pytest.raises(ConfigError, match="IMGCLF_ENGINE=openvino, but the openvino package is not installed"):
+        engines.choose("openvino", engines.CPU)
+    with caplog.at_level(logging.WARNING):
+        assert engines.choose("auto", engines.CPU) == "torch"
+    assert not caplog.records
 
 
 @pytest.mark.parametrize("setting", ENGINES)

@@ -238,21 +238,54 @@ def test_ping_is_503_while_loading_then_200_and_sigterm_exits_cleanly(tmp_path):
     assert "Shutting down: Master" in server.log()
 
 
+def small_model(model_dir: Path) -> Path:
+    """An untrained ResNet-18 at 32 px with 3 classes: seconds to load."""
+    classes = [ClassInfo(i, f"{i:03d}.c{i}", f"c{i}") for i in range(3)]
+    model_spec = ModelSpec("resnet18", 3, ImageSpec(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    save_artifacts(model_dir, build_model("resnet18", 3).state_dict(), model_spec, classes, {})
+    return model_dir
+
+
+def settled_ping(server: ServeProcess, timeout: float = 60) -> requests.Response:
+    """/ping's first answer other than 503 (loading)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            response = requests.get(server.url + "/ping", timeout=2)
+            if response.status_code != 503:
+                return response
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("/ping never settled:\n" + server.log())
+
+
 @pytest.mark.slow  # starts processes
 def test_ping_is_500_with_reason_when_the_model_cannot_load(tmp_path):
     server = ServeProcess(tmp_path / "nothing", tmp_path / "serve.log")
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                response = requests.get(server.url + "/ping", timeout=2)
-                if response.status_code != 503:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
+        response = settled_ping(server)
         assert response.status_code == 500
         assert "lacks model.pt, classes.json, model.json" in response.json()["error"]
         assert post(server, b"x", "image/png").status_code == 500
     finally:
         server.stop()
+
+
+@pytest.mark.slow  # starts processes
+def test_a_broken_openvino_install_is_named_by_ping_or_in_the_log(tmp_path):
+    """openvino installed without its native libraries: IMGCLF_ENGINE=openvino says why; auto serves with torch."""
+    model_dir = small_model(tmp_path / "model")
+    (tmp_path / "shim" / "openvino").mkdir(parents=True)
+    (tmp_path / "shim" / "openvino" / "__init__.py").write_text('raise ImportError("libtbb.so.12: cannot open")\n')
+    pythonpath = f"{tmp_path / 'shim'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    for engine, status in (("openvino", 500), ("auto", 200)):
+        server = ServeProcess(model_dir, tmp_path / f"{engine}.log",
+                              env={"PYTHONPATH": pythonpath, "IMGCLF_ENGINE": engine})
+        try:
+            response = settled_ping(server)
+        finally:
+            server.stop()
+        assert response.status_code == status, server.log()
+        assert "the openvino package is installed but cannot be imported: ImportError: libtbb.so.12" in (
+            response.text if status == 500 else server.log())

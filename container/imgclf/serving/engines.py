@@ -6,6 +6,7 @@ Why OpenVINO on CPUs: docs/design.md, "OpenVINO runs the network on CPUs".
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable
 
@@ -17,27 +18,36 @@ from ..preprocess import ImageSpec, normalize
 
 OPENVINO_PRECISION = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}
 CPU = torch.device("cpu")
+NOT_INSTALLED = "the openvino package is not installed"
+
+log = logging.getLogger(__name__)
 
 Engine = Callable[[torch.Tensor], torch.Tensor]
 
 
 def choose(setting: str, device: torch.device) -> str:
     """The engine ``setting`` names for a worker on ``device``."""
-    if setting == "auto":
-        return "openvino" if device.type == "cpu" and _importable("openvino") else "torch"
     if setting == "openvino" and device.type != "cpu":
         raise ConfigError(f"IMGCLF_ENGINE=openvino runs on CPUs only; this worker serves on {device}")
-    if setting == "openvino" and not _importable("openvino"):
-        raise ConfigError("IMGCLF_ENGINE=openvino, but the openvino package is not installed")
-    return setting
+    if setting == "torch" or device.type != "cpu":
+        return "torch"
+    problem = _openvino_problem()
+    if problem and setting == "openvino":
+        raise ConfigError(f"IMGCLF_ENGINE=openvino, but {problem}")
+    if problem and problem != NOT_INSTALLED:
+        log.warning("IMGCLF_ENGINE=auto runs eager torch on this CPU: %s", problem)
+    return "torch" if problem else "openvino"
 
 
-def _importable(name: str) -> bool:
+def _openvino_problem() -> str | None:
+    """Why openvino cannot be imported (not installed, or installed but broken); None when it can."""
     try:
-        __import__(name)
-    except ImportError:
-        return False
-    return True
+        import openvino  # noqa: F401
+    except Exception as e:  # installed without its native libraries: ImportError, OSError or RuntimeError
+        if isinstance(e, ModuleNotFoundError) and e.name == "openvino":
+            return NOT_INSTALLED
+        return f"the openvino package is installed but cannot be imported: {type(e).__name__}: {e}"
+    return None
 
 
 def build(name: str, model: nn.Module, spec: ImageSpec, device: torch.device, dtype: torch.dtype,
