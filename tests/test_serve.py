@@ -246,6 +246,13 @@ def small_model(model_dir: Path) -> Path:
     return model_dir
 
 
+def fake_openvino(folder: Path, code: str) -> str:
+    """A PYTHONPATH whose openvino package runs ``code`` when imported (as a worker's engine is chosen)."""
+    (folder / "openvino").mkdir(parents=True)
+    (folder / "openvino" / "__init__.py").write_text(code + "\n")
+    return f"{folder}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+
+
 def settled_ping(server: ServeProcess, timeout: float = 60) -> requests.Response:
     """/ping's first answer other than 503 (loading)."""
     deadline = time.monotonic() + timeout
@@ -276,9 +283,7 @@ def test_ping_is_500_with_reason_when_the_model_cannot_load(tmp_path):
 def test_a_broken_openvino_install_is_named_by_ping_or_in_the_log(tmp_path):
     """openvino installed without its native libraries: IMGCLF_ENGINE=openvino says why; auto serves with torch."""
     model_dir = small_model(tmp_path / "model")
-    (tmp_path / "shim" / "openvino").mkdir(parents=True)
-    (tmp_path / "shim" / "openvino" / "__init__.py").write_text('raise ImportError("libtbb.so.12: cannot open")\n')
-    pythonpath = f"{tmp_path / 'shim'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    pythonpath = fake_openvino(tmp_path / "shim", 'raise ImportError("libtbb.so.12: cannot open")')
     for engine, status in (("openvino", 500), ("auto", 200)):
         server = ServeProcess(model_dir, tmp_path / f"{engine}.log",
                               env={"PYTHONPATH": pythonpath, "IMGCLF_ENGINE": engine})
@@ -289,3 +294,19 @@ def test_a_broken_openvino_install_is_named_by_ping_or_in_the_log(tmp_path):
         assert response.status_code == status, server.log()
         assert "the openvino package is installed but cannot be imported: ImportError: libtbb.so.12" in (
             response.text if status == 500 else server.log())
+
+
+@pytest.mark.slow  # starts processes
+def test_workers_killed_while_loading_make_ping_say_so_not_loading_for_ever(tmp_path):
+    """A worker the kernel kills while it converts the model (out of memory) is replaced, killed again, ..."""
+    pythonpath = fake_openvino(tmp_path / "shim", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    server = ServeProcess(small_model(tmp_path / "model"), tmp_path / "serve.log",
+                          env={"PYTHONPATH": pythonpath, "IMGCLF_ENGINE": "openvino"})
+    try:
+        response = settled_ping(server, timeout=30)
+    finally:
+        server.stop()
+    assert response.status_code == 500, server.log()
+    assert "worker(s) died while loading the model, the last pid" in response.json()["error"]
+    assert "ran out of memory: give the container more memory or set fewer SAGEMAKER_MODEL_SERVER_WORKERS" in (
+        response.json()["error"])

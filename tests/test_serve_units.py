@@ -22,7 +22,7 @@ from imgclf.data import ClassInfo
 from imgclf.model import ModelSpec, build_model
 from imgclf.preprocess import ImageSpec, ImageTooLarge, decode_for_eval, decode_image, eval_preprocess
 from imgclf.serving.app import create_app
-from imgclf.serving.health import FAILED, READY, Health
+from imgclf.serving.health import DIED, FAILED, READY, Health
 from imgclf.serving.predictor import Abandoned, Batcher, Ticket, check_artifacts
 from imgclf.serving.proxy import find_nginx, nginx_command, nginx_config
 
@@ -89,6 +89,23 @@ def test_health_is_ready_only_when_every_worker_is(tmp_path):
     (tmp_path / "worker-999999999.json").write_text('{"state": "ready", "error": null}')  # a dead pid
     health.report(parent, "ready")
     assert not (tmp_path / FAILED).exists() and (tmp_path / READY).exists()
+
+
+def test_workers_dying_before_their_model_is_warm_fail_health_until_every_worker_is(tmp_path):
+    health = Health(tmp_path, workers=2)
+    me, parent = os.getpid(), os.getppid()
+    health.report(me, "ready")
+    health.report(999999999, "loading")  # killed while loading: the master forgets it
+    health.forget(999999999)
+    assert b"1 worker(s) died while loading the model, the last pid 999999999" in (tmp_path / FAILED).read_bytes()
+    health.forget(999999998)  # killed before it reported at all (reading the model files)
+    assert b"2 worker(s) died while loading the model, the last pid 999999998" in (tmp_path / FAILED).read_bytes()
+    health.report(parent, "loading")  # its replacement: still failed, not "loading" for ever
+    assert (tmp_path / FAILED).exists() and not (tmp_path / READY).exists()
+    health.report(parent, "ready")
+    assert (tmp_path / READY).exists() and not (tmp_path / FAILED).exists() and not (tmp_path / DIED).exists()
+    health.forget(parent)  # a warm worker exited: its replacement is loading, not failed
+    assert not (tmp_path / FAILED).exists() and not (tmp_path / READY).exists()
 
 
 def serving_config(tmp_path: Path, **environ: str) -> ServingConfig:
