@@ -310,3 +310,31 @@ def test_workers_killed_while_loading_make_ping_say_so_not_loading_for_ever(tmp_
     assert "worker(s) died while loading the model, the last pid" in response.json()["error"]
     assert "ran out of memory: give the container more memory or set fewer SAGEMAKER_MODEL_SERVER_WORKERS" in (
         response.json()["error"])
+
+
+@pytest.mark.slow  # starts processes
+@pytest.mark.parametrize("threshold, expected", [("1048576", "1048576"), ("", "33554432")])
+def test_allocator_settings_set_before_serve_are_kept_and_logged(tmp_path, threshold, expected):
+    """A value set is kept; an empty one counts as unset (glibc would read it as 0: an mmap for every malloc)."""
+    server = ServeProcess(small_model(tmp_path / "model"), tmp_path / "serve.log",
+                          env={"MALLOC_MMAP_THRESHOLD_": threshold, "PILLOW_BLOCK_SIZE": "16m"})
+    try:
+        server.wait_until_healthy(60)
+        workers = [pid for pid in os.listdir("/proc") if pid.isdigit() and pid != str(server.process.pid)
+                   and f"SAGEMAKER_BIND_TO_PORT={server.port}".encode() in _environ(pid)]
+        assert workers, server.log()
+        for pid in workers:
+            variables = set(_environ(pid).split(b"\0"))
+            assert {f"MALLOC_MMAP_THRESHOLD_={expected}".encode(), b"PILLOW_BLOCK_SIZE=16m"} <= variables
+    finally:
+        server.stop()
+    yours = "MALLOC_MMAP_THRESHOLD_, PILLOW_BLOCK_SIZE" if threshold else "PILLOW_BLOCK_SIZE"
+    assert f"allocator: MALLOC_MMAP_THRESHOLD_={expected}, PILLOW_BLOCK_SIZE=16m ({yours} as set before serve " \
+           "started)" in server.log()
+
+
+def _environ(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:  # gone, or another user's
+        return b""

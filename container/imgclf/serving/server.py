@@ -40,9 +40,18 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024), "PILLOW_BLOCK_SIZ
 
 
 def start_with_allocator_env() -> None:
-    """Start this process again, the same way, with MALLOC_ENV set where it is not (read only at start)."""
-    if any(name not in os.environ for name in MALLOC_ENV):
-        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**MALLOC_ENV, **os.environ})
+    """Start this process again, the same way, with MALLOC_ENV set where it is not (read only at start).
+    Empty counts as not set: glibc reads an empty MALLOC_MMAP_THRESHOLD_ as 0, an mmap for every malloc."""
+    missing = {name: value for name, value in MALLOC_ENV.items() if not os.environ.get(name)}
+    if missing:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **missing})
+
+
+def _log_allocator() -> None:
+    """The allocator settings in effect, naming those set before ``serve`` started (kept as they were)."""
+    yours = [name for name, value in MALLOC_ENV.items() if os.environ.get(name) != value]
+    log.info("allocator: %s%s", ", ".join(f"{name}={os.environ.get(name)}" for name in MALLOC_ENV),
+             f" ({', '.join(yours)} as set before serve started)" if yours else "")
 
 
 def _post_fork(server, worker) -> None:
@@ -199,6 +208,7 @@ def main() -> int:
         user.pw_name if user else f"uid {os.getuid()}",
     )
     _log_envelope(config, limits)
+    _log_allocator()
     try:
         children = {_start_gunicorn(config, run_dir, health, user): "gunicorn"}
         children[subprocess.Popen(nginx_command(nginx, run_dir)).pid] = "nginx"
