@@ -46,6 +46,21 @@ def test_a_broken_openvino_is_named_as_broken_not_as_missing(monkeypatch, tmp_pa
     assert "IMGCLF_ENGINE=auto runs eager torch on this CPU: the openvino package is installed but" in caplog.text
 
 
+def test_an_openvino_without_its_converter_is_named_as_broken(monkeypatch, tmp_path):
+    """openvino's __init__ drops its converter's ImportError: conversion would fail on a missing attribute."""
+    broken_openvino(monkeypatch, tmp_path, "ImportError('hidden')")
+    (tmp_path / "openvino" / "__init__.py").write_text("try:\n    from openvino.tools.ovc import convert_model\n"
+                                                       "except ImportError:\n    pass\n")
+    (tmp_path / "openvino" / "tools" / "ovc").mkdir(parents=True)
+    (tmp_path / "openvino" / "tools" / "__init__.py").write_text("")
+    (tmp_path / "openvino" / "tools" / "ovc" / "__init__.py").write_text("import tracemalloc_missing\n")
+    for module in [name for name in sys.modules if name.startswith("openvino.")]:
+        monkeypatch.delitem(sys.modules, module)
+    with pytest.raises(ConfigError, match="the openvino package is installed but cannot be imported: "
+                                          "ModuleNotFoundError: No module named 'tracemalloc_missing'"):
+        engines.choose("openvino", engines.CPU)
+
+
 def test_a_missing_openvino_is_named_as_missing(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino: ModuleNotFoundError
     with pytest.raises(ConfigError, match="IMGCLF_ENGINE=openvino, but the openvino package is not installed"):

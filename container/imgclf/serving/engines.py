@@ -42,7 +42,7 @@ def choose(setting: str, device: torch.device) -> str:
 def _openvino_problem() -> str | None:
     """Why openvino cannot be imported (not installed, or installed but broken); None when it can."""
     try:
-        import openvino  # noqa: F401
+        import openvino.tools.ovc  # noqa: F401  (openvino imports without its converter, saying nothing)
     except Exception as e:  # installed without its native libraries: ImportError, OSError or RuntimeError
         if isinstance(e, ModuleNotFoundError) and e.name == "openvino":
             return NOT_INSTALLED
