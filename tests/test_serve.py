@@ -238,11 +238,14 @@ def test_ping_is_503_while_loading_then_200_and_sigterm_exits_cleanly(tmp_path):
     assert "Shutting down: Master" in server.log()
 
 
-def small_model(model_dir: Path) -> Path:
-    """An untrained ResNet-18 at 32 px with 3 classes: seconds to load."""
+def small_model(model_dir: Path, **weights: float) -> Path:
+    """An untrained ResNet-18 at 32 px with 3 classes (``weights``: tensors filled with a value): seconds to load."""
     classes = [ClassInfo(i, f"{i:03d}.c{i}", f"c{i}") for i in range(3)]
     model_spec = ModelSpec("resnet18", 3, ImageSpec(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
-    save_artifacts(model_dir, build_model("resnet18", 3).state_dict(), model_spec, classes, {})
+    state = build_model("resnet18", 3).state_dict()
+    for name, value in weights.items():
+        state[name.replace("__", ".")].fill_(value)
+    save_artifacts(model_dir, state, model_spec, classes, {})
     return model_dir
 
 
@@ -338,3 +341,18 @@ def _environ(pid: str) -> bytes:
         return Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:  # gone, or another user's
         return b""
+
+
+@pytest.mark.slow  # starts processes
+@pytest.mark.parametrize("engine", ["torch", "openvino"])
+def test_a_network_with_nan_weights_fails_ping_instead_of_answering_nan(tmp_path, engine):
+    """JSON has no NaN: the weights of a training run that diverged are refused at warm-up, by either engine."""
+    server = ServeProcess(small_model(tmp_path / "model", fc__bias=float("nan")), tmp_path / "serve.log",
+                          env={"IMGCLF_ENGINE": engine})
+    try:
+        response = settled_ping(server)
+    finally:
+        server.stop()
+    assert response.status_code == 500, server.log()
+    assert "the network's probabilities for a blank image are NaN or infinite: its weights hold NaN or infinity" in (
+        response.json()["error"])

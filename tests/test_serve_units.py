@@ -21,6 +21,7 @@ from imgclf.config import ServingConfig
 from imgclf.data import ClassInfo
 from imgclf.model import ModelSpec, build_model
 from imgclf.preprocess import ImageSpec, ImageTooLarge, decode_for_eval, decode_image, eval_preprocess
+from imgclf.serving import engines
 from imgclf.serving.app import create_app
 from imgclf.serving.health import DIED, FAILED, READY, Health
 from imgclf.serving.predictor import Abandoned, Batcher, Ticket, check_artifacts
@@ -158,9 +159,14 @@ def test_float_tiff_is_not_black():
 
 @pytest.fixture
 def app_client(tmp_path):
+    return warmed_client(serving_config(tmp_path, SAGEMAKER_BATCH_STRATEGY="MULTI_RECORD",
+                                        IMGCLF_MAX_IMAGES_PER_REQUEST="2"))
+
+
+def warmed_client(config: ServingConfig):
+    """The Flask app serving an untrained 3-class ResNet-18 at 32 px, once its model is warm."""
     model_spec = ModelSpec("resnet18", 3, ImageSpec(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
     classes = [ClassInfo(i, f"c{i}", f"c{i}") for i in range(3)]
-    config = serving_config(tmp_path, SAGEMAKER_BATCH_STRATEGY="MULTI_RECORD", IMGCLF_MAX_IMAGES_PER_REQUEST="2")
     app = create_app(config, (build_model("resnet18", 3), model_spec, classes))
     client = app.test_client()
     deadline = time.monotonic() + 60
@@ -192,6 +198,19 @@ def test_multi_record_is_advertised_and_json_lines_are_answered_line_by_line(app
     assert len(top) == 5 and top[0] == top[2] and top[1] == top[4]
     broken = app_client.post("/invocations", data=body + b'{"b64": "AAAA"}\n', content_type="application/jsonlines")
     assert broken.status_code == 400 and broken.json["error"].startswith("line 6: not a readable image")
+
+
+def test_nan_probabilities_are_a_500_naming_them_never_json_with_nan(tmp_path, monkeypatch):
+    """JSON has no NaN: an engine answering NaN for real images (finite for the blank warm-up) is a clear 500."""
+    def infer(images: torch.Tensor) -> torch.Tensor:
+        blank = images.flatten(1).amax(1, keepdim=True) == 0
+        return torch.where(blank, 1 / 3, float("nan")).expand(-1, 3)
+    monkeypatch.setattr(engines, "build", lambda *_args: infer)
+    client = warmed_client(serving_config(tmp_path))
+    red = encoded(Image.new("RGB", (40, 30), "red"), "PNG")
+    answer = client.post("/invocations", data=red, content_type="image/png")
+    assert answer.status_code == 500, answer.data
+    assert answer.json["error"].startswith("the network's probabilities are NaN or infinite for 1 of 1 image(s) in ")
 
 
 def test_a_query_string_that_is_not_utf8_is_400(app_client):

@@ -17,7 +17,7 @@ from ..model import load_artifacts
 from ..preprocess import ImageTooLarge, UnsupportedFormat
 from . import codecs
 from .health import BROKEN, LOADING, WARMED, Health
-from .predictor import Abandoned, BadImage, Predictor, Ticket
+from .predictor import Abandoned, BadImage, NotANumber, Predictor, Ticket
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,9 @@ def _invoke(predictor: Predictor, config: ServingConfig) -> Response:
     except Abandoned as e:
         log.warning("request dropped: %s", e)
         return _error(503, f"{e} (the limit is {config.timeout} s); retry or send fewer images")
+    except NotANumber as e:
+        log.error("%s", e)
+        return _error(500, str(e))
     return Response(codecs.RESPONSE_TYPES[answer].encode(predictions), status=200, mimetype=answer)
 
 

@@ -187,7 +187,8 @@ STATUSES: dict[int, Status] = {
                 "format its Content-Type does not allow or not accepted at all (imgclf.preprocess.ACCEPTED_FORMATS)"),
     431: Status("a header line over 16 kB, or headers over 64 kB in all", "the request headers are too large",
                 nginx_codes=(494,)),
-    500: Status("the model could not be loaded (the reason in the body, /ping too); an error in the server",
+    500: Status("the model could not be loaded (the reason in the body, /ping too); the network's probabilities "
+                "were NaN or infinite; an error in the server",
                 "internal error in the proxy"),
     502: Status("no worker is answering (one is restarting); retry",
                 "the model server is not answering (restarting?); retry shortly"),

@@ -53,6 +53,10 @@ class Submission:
     future: Future = field(default_factory=Future)
 
 
+class NotANumber(Exception):
+    """The network answered NaN or infinite probabilities: never sent as JSON (which has no NaN)."""
+
+
 class BadImage(Exception):
     def __init__(self, index: int, error: ImageError):
         super().__init__(str(error))
@@ -184,6 +188,9 @@ class Predictor:
         for n in sorted({1, self.config.max_batch_size}):
             output = self._batcher.submit([torch.zeros(3, side, side, dtype=torch.uint8)] * n, expected=False).result()
         check_artifacts(self.model_spec, self.classes, output.shape[1])
+        if not output.isfinite().all():
+            raise NotANumber("the network's probabilities for a blank image are NaN or infinite: its weights "
+                             "hold NaN or infinity (a training run that diverged?)")
 
     def decode(self, payload: bytes, ticket: Ticket, formats: tuple[str, ...] | None = None) -> torch.Tensor:
         """Image bytes -> uint8 CHW, the same evaluation transform training used, in a decode slot."""
@@ -219,6 +226,10 @@ class Predictor:
         except FutureTimeout:
             future.cancel()  # still queued: the batcher skips it
             raise Abandoned("the request's deadline passed while it waited for the model") from None
+        bad = int((~probabilities.isfinite()).any(1).sum())
+        if bad:
+            raise NotANumber(f"the network's probabilities are NaN or infinite for {bad} of {len(images)} image(s) in "
+                             f"{self.dtype} (fp16 overflows above 65504; IMGCLF_PRECISION=bf16 or fp32 does not)")
         values, indices = probabilities.topk(min(top_k, len(self.classes)), dim=1)
         return [[{"label": self.classes[i].label, "index": i, "probability": round(p, 6)} for p, i in zip(ps, ids)]
                 for ps, ids in zip(values.tolist(), indices.tolist())]
