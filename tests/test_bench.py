@@ -1,7 +1,8 @@
 """Benchmarks that must not rot between their rare runs: bench/gpu_check.py, the GPU proof, in its
 dry mode (CPU, toy sizes), with the packages a bare GPU machine lacks made unimportable, so the
 wheel set `make gpu-wheels` carries is shown to be enough; bench/stages.py, which times the
-serving code through its method names; and bench/torchserve_app.py: its archive and config without
+serving code through its method names; bench/conversion.py, which converts through serve's own
+engine; and bench/torchserve_app.py: its archive and config without
 Java, TorchServe itself where `make bench-peers` built its venv."""
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ def test_gpu_check_dry_runs_every_part_without_the_image_only_packages(tmp_path:
     levels = report["serving"]["levels"]
     assert [r["concurrency"] for r in levels] == [1, 4] and all(r["errors"] == 0 and r["requests"] > 0 for r in levels)
     assert "serving in-process" in result.stdout and "forward only" in result.stdout
+
+
+@pytest.mark.slow
+def test_conversion_bench_converts_both_ways_to_the_same_answers():
+    """bench/conversion.py calls engines.openvino_engine by name and rebuilds its conversion by export."""
+    import conversion
+
+    trace, export, difference = conversion.compare("resnet18", 16, rounds=1)
+    assert trace > 0 and export > 0 and difference < 1e-5
 
 
 @pytest.mark.slow
