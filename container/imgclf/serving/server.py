@@ -6,6 +6,7 @@ import grp
 import logging
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -45,6 +46,15 @@ def start_with_allocator_env() -> None:
     missing = {name: value for name, value in MALLOC_ENV.items() if not os.environ.get(name)}
     if missing:
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **missing})
+
+
+def _check_allocator_env() -> None:
+    """glibc reads MALLOC_MMAP_THRESHOLD_ up to its first non-digit: "32m" is 32 bytes, an mmap per malloc."""
+    value = os.environ.get("MALLOC_MMAP_THRESHOLD_", "")
+    if not re.fullmatch(r"\s*(\d+|0[xX][0-9a-fA-F]+)\s*", value):
+        digits = re.match(r"\s*\d*", value).group().strip()
+        raise ConfigError(f"environment variable MALLOC_MMAP_THRESHOLD_={value!r} must be a number of bytes (glibc "
+                          f"takes no unit: it would read {int(digits or 0)} bytes, an mmap for every allocation)")
 
 
 def _log_allocator() -> None:
@@ -187,6 +197,7 @@ def main() -> int:
     setup_logging()  # workers inherit it through fork
     nginx = find_nginx()
     try:
+        _check_allocator_env()
         limits = resources.read()
         config = ServingConfig.from_environ(gpus=gpu.usable_gpu_count(), cpus=limits.cpus,
                                             memory_bytes=limits.memory_bytes)
