@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from imgclf.data import ClassInfo
+from imgclf.model import ModelSpec, build_model, save_artifacts
+from imgclf.preprocess import ImageSpec
 from imgclf_launch import local_train
 from imgclf_launch.sample_data import write_sample_data
 
@@ -146,6 +149,17 @@ def wait_until_healthy(url: str, process: subprocess.Popen, output: Callable[[],
             pass
         time.sleep(0.1)
     raise AssertionError("serve never became healthy:\n" + output())
+
+
+def small_model(model_dir: Path, classes: int = 10, image_size: int = 32, **weights: float) -> Path:
+    """An untrained ResNet-18; ``weights`` fill tensors with one value (``fc__bias``: fc.bias). Seconds to load."""
+    model_spec = ModelSpec("resnet18", classes, ImageSpec(image_size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    labels = [ClassInfo(i, f"{i:03d}.c{i}", f"c{i}") for i in range(classes)]
+    state = build_model("resnet18", classes).state_dict()
+    for name, value in weights.items():
+        state[name.replace("__", ".")].fill_(value)
+    save_artifacts(model_dir, state, model_spec, labels, {})
+    return model_dir
 
 
 class ServeProcess:

@@ -15,7 +15,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import ServeProcess
+from conftest import ServeProcess, small_model
 from imgclf.data import ClassInfo
 from imgclf.model import ModelSpec, build_model, save_artifacts
 from imgclf.preprocess import ImageSpec
@@ -236,17 +236,6 @@ def test_ping_is_503_while_loading_then_200_and_sigterm_exits_cleanly(tmp_path):
     assert response.status_code == 400
     assert server.stop() == 0
     assert "Shutting down: Master" in server.log()
-
-
-def small_model(model_dir: Path, **weights: float) -> Path:
-    """An untrained ResNet-18 at 32 px with 3 classes (``weights``: tensors filled with a value): seconds to load."""
-    classes = [ClassInfo(i, f"{i:03d}.c{i}", f"c{i}") for i in range(3)]
-    model_spec = ModelSpec("resnet18", 3, ImageSpec(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
-    state = build_model("resnet18", 3).state_dict()
-    for name, value in weights.items():
-        state[name.replace("__", ".")].fill_(value)
-    save_artifacts(model_dir, state, model_spec, classes, {})
-    return model_dir
 
 
 def fake_openvino(folder: Path, code: str) -> str:

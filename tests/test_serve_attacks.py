@@ -21,24 +21,15 @@ import requests
 from PIL import Image
 
 from bombs import bombs, encoded
-from conftest import ServeProcess, free_port
+from conftest import ServeProcess, free_port, small_model
 from imgclf.config import ServingConfig
-from imgclf.data import ClassInfo
-from imgclf.model import CLASSES_FILE, ModelSpec, build_model, save_artifacts
-from imgclf.preprocess import ImageSpec
+from imgclf.model import CLASSES_FILE
 from imgclf.serving.codecs import STATUSES, encode_error
 from imgclf.serving.health import FAILED
 from imgclf.serving.proxy import find_nginx, nginx_command, nginx_config
 
 DECODE_SLOTS = 2
 PER_IMAGE_BYTES = 600e6  # measured: 488 MB for an 8000x8000 RGBA PNG alone, the worst case at the 64 MP cap
-
-
-def small_model(model_dir: Path, classes: int = 10, image_size: int = 32) -> Path:
-    model_spec = ModelSpec("resnet18", classes, ImageSpec(image_size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
-    labels = [ClassInfo(i, f"{i:03d}.c{i}", f"c{i}") for i in range(classes)]
-    save_artifacts(model_dir, build_model("resnet18", classes).state_dict(), model_spec, labels, {})
-    return model_dir
 
 
 def start(root: Path, request_timeout: int, image_size: int = 32, **env: str):
