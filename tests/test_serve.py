@@ -352,7 +352,9 @@ def test_an_allocator_threshold_with_a_unit_is_refused_at_start(tmp_path):
     """PILLOW_BLOCK_SIZE takes 64m; glibc would read MALLOC_MMAP_THRESHOLD_=32m as 32 bytes."""
     server = ServeProcess(small_model(tmp_path / "model"), tmp_path / "serve.log",
                           env={"MALLOC_MMAP_THRESHOLD_": "32m"})
-    assert server.process.wait(60) == 2
-    server.stop()
+    try:
+        assert server.process.wait(60) == 2
+    finally:
+        server.stop()
     assert "cannot start: environment variable MALLOC_MMAP_THRESHOLD_='32m' must be a number of bytes (glibc takes " \
            "no unit: it would read 32 bytes, an mmap for every allocation)" in server.log()
