@@ -70,6 +70,20 @@ def test_a_missing_openvino_is_named_as_missing(monkeypatch, caplog):
     assert not caplog.records
 
 
+def test_auto_serves_with_torch_a_model_openvino_cannot_convert(monkeypatch, caplog):
+    def fails(*args):
+        raise RuntimeError("Check 'is_conversion_successful' failed: aten::unknown_op")
+
+    monkeypatch.setattr(engines, "openvino_engine", fails)
+    model, spec = build_model("resnet18", 3), ImageSpec(16)
+    with caplog.at_level(logging.WARNING):
+        name, infer = engines.start("auto", model, spec, engines.CPU, torch.float32, 1)
+    assert name == "torch" and infer(torch.zeros(2, 3, 16, 16, dtype=torch.uint8)).shape == (2, 3)
+    assert "IMGCLF_ENGINE=auto runs eager torch: OpenVINO could not convert the model: RuntimeError: Check" in caplog.text
+    with pytest.raises(RuntimeError, match="aten::unknown_op"):
+        engines.start("openvino", model, spec, engines.CPU, torch.float32, 1)
+
+
 @pytest.mark.parametrize("setting", ENGINES)
 def test_every_engine_is_a_serving_setting(setting):
     assert ServingConfig.from_environ(gpus=0, cpus=2, environ={"IMGCLF_ENGINE": setting}).engine == setting

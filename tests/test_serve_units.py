@@ -205,7 +205,7 @@ def test_nan_probabilities_are_a_500_naming_them_never_json_with_nan(tmp_path, m
     def infer(images: torch.Tensor) -> torch.Tensor:
         blank = images.flatten(1).amax(1, keepdim=True) == 0
         return torch.where(blank, 1 / 3, float("nan")).expand(-1, 3)
-    monkeypatch.setattr(engines, "build", lambda *_args: infer)
+    monkeypatch.setattr(engines, "start", lambda *_args: ("torch", infer))
     client = warmed_client(serving_config(tmp_path))
     red = encoded(Image.new("RGB", (40, 30), "red"), "PNG")
     answer = client.post("/invocations", data=red, content_type="image/png")

@@ -50,12 +50,19 @@ def _openvino_problem() -> str | None:
     return None
 
 
-def build(name: str, model: nn.Module, spec: ImageSpec, device: torch.device, dtype: torch.dtype,
-          threads: int) -> Engine:
-    """The engine ``name`` (from :func:`choose`) running ``model`` in ``dtype`` with ``threads`` CPU threads."""
+def start(setting: str, model: nn.Module, spec: ImageSpec, device: torch.device, dtype: torch.dtype,
+          threads: int) -> tuple[str, Engine]:
+    """The engine ``setting`` chooses, built; ``auto`` runs torch where OpenVINO cannot convert the model."""
+    name = choose(setting, device)
     if name == "openvino":
-        return openvino_engine(model, spec, dtype, threads)
-    return torch_engine(model, spec, device, dtype)
+        try:
+            return name, openvino_engine(model, spec, dtype, threads)
+        except Exception as e:  # the converter raises its own types (OpConversionFailure and others)
+            if setting != "auto":
+                raise
+            log.warning("IMGCLF_ENGINE=auto runs eager torch: OpenVINO could not convert the model: %s: %s",
+                        type(e).__name__, e)
+    return "torch", torch_engine(model, spec, device, dtype)
 
 
 def torch_engine(model: nn.Module, spec: ImageSpec, device: torch.device, dtype: torch.dtype) -> Engine:

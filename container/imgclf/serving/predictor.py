@@ -172,9 +172,8 @@ class Predictor:
         self.config = config
         self.device = gpu.select_device(0, config.allow_cpu)  # each worker sees only its own GPU
         self.dtype = precision.for_device(config.precision, "serve", self.device)
-        self.engine = engines.choose(config.engine, self.device)
-        self._engine = engines.build(self.engine, model, self.model_spec.image, self.device, self.dtype,
-                                     torch.get_num_threads())
+        self.engine, self._engine = engines.start(config.engine, model, self.model_spec.image, self.device, self.dtype,
+                                                  torch.get_num_threads())
         self._decode_slots = threading.BoundedSemaphore(config.decode_slots)
         self._batcher = Batcher(self.predict, config.max_batch_size, config.max_batch_wait_ms)
 
