@@ -16,9 +16,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from imgclf.data import ClassInfo
-from imgclf.model import ModelSpec, build_model, save_artifacts
-from imgclf.preprocess import ImageSpec
 from imgclf_launch import local_train
 from imgclf_launch.sample_data import write_sample_data
 
@@ -153,6 +150,10 @@ def wait_until_healthy(url: str, process: subprocess.Popen, output: Callable[[],
 
 def small_model(model_dir: Path, classes: int = 10, image_size: int = 32, **weights: float) -> Path:
     """An untrained ResNet-18; ``weights`` fill tensors with one value (``fc__bias``: fc.bias). Seconds to load."""
+    from imgclf.data import ClassInfo  # torch: not in the SDK 3.x venv, which runs the launcher tests alone
+    from imgclf.model import ModelSpec, build_model, save_artifacts
+    from imgclf.preprocess import ImageSpec
+
     model_spec = ModelSpec("resnet18", classes, ImageSpec(image_size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
     labels = [ClassInfo(i, f"{i:03d}.c{i}", f"c{i}") for i in range(classes)]
     state = build_model("resnet18", classes).state_dict()
