@@ -179,6 +179,20 @@ class ServeProcess:
     def wait_until_healthy(self, timeout: float = 120) -> None:
         wait_until_healthy(self.url, self.process, self.log, timeout)
 
+    def settled_ping(self, timeout: float = 60) -> requests.Response:
+        """/ping's first answer other than 503 (loading); fail at once if the server exits, or after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log()
+            try:
+                response = requests.get(self.url + "/ping", timeout=2)
+                if response.status_code != 503:
+                    return response
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("/ping never settled:\n" + self.log())
+
     def log(self) -> str:
         if not self.log_file.closed:
             self.log_file.flush()

@@ -4,25 +4,19 @@ nvidia-smi on PATH for `train`, `serve` and `doctor`, and the precision rule by 
 from __future__ import annotations
 
 import ctypes.util
-import http.client
-import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import FAST, ServeProcess, channels_of, run_job
+from conftest import FAST, ServeProcess, channels_of, run_job, small_model
 from imgclf import cuda_compat, doctor, precision
 from imgclf.config import ConfigError, ServingConfig
-from imgclf.data import ClassInfo
 from imgclf.gpu import Gpu, GpuUnusable, Report, has_kernels, select_device
-from imgclf.model import ModelSpec, build_model, save_artifacts
-from imgclf.preprocess import ImageSpec
 
 # NVIDIA_REQUIRE_CUDA of nvidia/cuda:13.0.2-base-ubuntu24.04 (brands other than tesla trimmed):
 # the compat libs support R535, R550, R565, R570 and R575; R470 is not among them.
@@ -330,29 +324,12 @@ def test_train_fails_with_the_reason_on_an_unusable_gpu_host_and_runs_with_the_o
 
 @pytest.mark.slow  # starts processes
 def test_serve_fails_ping_with_the_reason_on_an_unusable_gpu_host(tmp_path):
-    classes = [ClassInfo(i, f"{i:03d}.c{i}", f"c{i}") for i in range(3)]
-    model_spec = ModelSpec("resnet18", 3, ImageSpec(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
-    save_artifacts(tmp_path / "model", build_model("resnet18", 3).state_dict(), model_spec, classes, {})
     env = fake_host(tmp_path / "host", "470.256.02")
-    server = ServeProcess(tmp_path / "model", tmp_path / "serve.log", env={"PATH": env["PATH"]})
+    server = ServeProcess(small_model(tmp_path / "model", classes=3), tmp_path / "serve.log", env={"PATH": env["PATH"]})
     try:
-        status, body = 503, b""
-        for _ in range(600):  # bounded: 60 s
-            if server.process.poll() is not None:
-                break
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=2)
-                connection.request("GET", "/ping")
-                response = connection.getresponse()
-                status, body = response.status, response.read()
-                connection.close()
-            except ConnectionError:
-                pass
-            if status != 503:
-                break
-            time.sleep(0.1)
-        assert status == 500, server.log()
-        error = json.loads(body)["error"]
+        response = server.settled_ping()
+        assert response.status_code == 500, server.log()
+        error = response.json()["error"]
         assert "driver 470.256.02" in error and "CUDA 13.0" in error and "IMGCLF_ALLOW_CPU=true" in error, error
         assert "0 GPU(s)" in server.log()  # workers sized for what torch can use, not for nvidia-smi's count
     finally:

@@ -245,25 +245,11 @@ def fake_openvino(folder: Path, code: str) -> str:
     return f"{folder}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
 
 
-def settled_ping(server: ServeProcess, timeout: float = 60) -> requests.Response:
-    """/ping's first answer other than 503 (loading)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            response = requests.get(server.url + "/ping", timeout=2)
-            if response.status_code != 503:
-                return response
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("/ping never settled:\n" + server.log())
-
-
 @pytest.mark.slow  # starts processes
 def test_ping_is_500_with_reason_when_the_model_cannot_load(tmp_path):
     server = ServeProcess(tmp_path / "nothing", tmp_path / "serve.log")
     try:
-        response = settled_ping(server)
+        response = server.settled_ping()
         assert response.status_code == 500
         assert "lacks model.pt, classes.json, model.json" in response.json()["error"]
         assert post(server, b"x", "image/png").status_code == 500
@@ -280,7 +266,7 @@ def test_a_broken_openvino_install_is_named_by_ping_or_in_the_log(tmp_path):
         server = ServeProcess(model_dir, tmp_path / f"{engine}.log",
                               env={"PYTHONPATH": pythonpath, "IMGCLF_ENGINE": engine})
         try:
-            response = settled_ping(server)
+            response = server.settled_ping()
         finally:
             server.stop()
         assert response.status_code == status, server.log()
@@ -295,7 +281,7 @@ def test_workers_killed_while_loading_make_ping_say_so_not_loading_for_ever(tmp_
     server = ServeProcess(small_model(tmp_path / "model"), tmp_path / "serve.log",
                           env={"PYTHONPATH": pythonpath, "IMGCLF_ENGINE": "openvino"})
     try:
-        response = settled_ping(server, timeout=30)
+        response = server.settled_ping(timeout=30)
     finally:
         server.stop()
     assert response.status_code == 500, server.log()
@@ -339,7 +325,7 @@ def test_a_network_with_nan_weights_fails_ping_instead_of_answering_nan(tmp_path
     server = ServeProcess(small_model(tmp_path / "model", fc__bias=float("nan")), tmp_path / "serve.log",
                           env={"IMGCLF_ENGINE": engine})
     try:
-        response = settled_ping(server)
+        response = server.settled_ping()
     finally:
         server.stop()
     assert response.status_code == 500, server.log()
